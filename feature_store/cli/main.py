@@ -1,0 +1,21 @@
+"""`fstore`: the command line of the feature store."""
+
+from __future__ import annotations
+
+import typer
+
+from feature_store.cli import demo, dev, registry_cmds
+
+app = typer.Typer(
+    name="fstore",
+    help="Streaming feature store: registry, local stack, jobs, serving and export.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(dev.app, name="dev")
+registry_cmds.register(app)
+app.command("demo")(demo.demo)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
