@@ -7,12 +7,15 @@ timeouts are the same for the job, the server, the CLI and the tests.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
 from cassandra.policies import DCAwareRoundRobinPolicy, TokenAwarePolicy
+
+_IDENTIFIER = re.compile(r"[a-z][a-z0-9_]{0,47}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +24,27 @@ class CqlConfig:
     port: int = 9042
     keyspace: str = "feature_store"
     local_dc: str | None = None
-    replication: dict[str, Any] = field(
-        default_factory=lambda: {"class": "SimpleStrategy", "replication_factor": 1}
-    )
+    # keyspace replication as (option, value) pairs: hashable, so a config can key a cache
+    replication: tuple[tuple[str, str | int], ...] = (("class", "SimpleStrategy"), ("replication_factor", 1))
     request_timeout_s: float = 2.0
     connect_timeout_s: float = 5.0
     protocol_version: int = 4  # v4 is what both ScyllaDB and Cassandra 5.0 speak
+
+    def __post_init__(self) -> None:
+        if not _IDENTIFIER.fullmatch(self.keyspace):
+            raise ValueError(f"keyspace {self.keyspace!r} must be a lowercase CQL identifier (a-z, 0-9, _)")
+
+    @classmethod
+    def from_url(cls, url: str) -> CqlConfig:
+        """`cql://host[,host...][:port]/keyspace[?local_dc=dc1]`."""
+        parsed = urlsplit(url)
+        if parsed.scheme != "cql" or not parsed.hostname:
+            raise ValueError(f"{url!r} is not a cql://host:port/keyspace URL")
+        hosts = tuple(h.rsplit(":", 1)[0] for h in parsed.netloc.split(","))
+        port = parsed.port or 9042
+        keyspace = parsed.path.strip("/") or "feature_store"
+        local_dc = dict(p.split("=", 1) for p in parsed.query.split("&") if "=" in p).get("local_dc")
+        return cls(hosts=hosts, port=port, keyspace=keyspace, local_dc=local_dc)
 
 
 def make_cluster(config: CqlConfig) -> Cluster:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import typer
 
-from feature_store.cli import demo, dev, registry_cmds
+from feature_store import bootstrap  # noqa: F401 - registers the cql:// store
+from feature_store.cli import demo, dev, job_cmds, registry_cmds
 
 app = typer.Typer(
     name="fstore",
@@ -13,9 +14,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dev.app, name="dev")
+app.add_typer(job_cmds.app, name="job")
 registry_cmds.register(app)
 app.command("demo")(demo.demo)
 
 
 def main() -> None:  # pragma: no cover - console entry point
     app()
+
+
+if __name__ == "__main__":
+    main()

@@ -41,6 +41,7 @@ does *not* use arrival order. Fully equal ``(time, value)`` entries are indistin
 
 from __future__ import annotations
 
+import math
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -89,7 +90,8 @@ class Aggregator(ABC, Generic[IR]):
 
     @abstractmethod
     def add(self, ir: IR, value: Any, event_time_ms: int) -> IR:
-        """Fold one non-null value in; use the returned IR, ``ir`` may have been updated in place."""
+        """Fold one non-null value in (``None`` only for count of events); use the returned IR,
+        ``ir`` may have been updated in place."""
 
     @abstractmethod
     def merge(self, a: IR, b: IR) -> IR:
@@ -268,7 +270,7 @@ class _MinFloat(_Min):
     __slots__ = ()
 
     def add(self, ir: Any, value: Any, event_time_ms: int) -> Any:
-        if value != value:
+        if math.isnan(value):
             return ir
         if ir is None or value < ir or (value == ir and _float_order(value) < _float_order(ir)):
             return value
@@ -284,7 +286,7 @@ class _MaxFloat(_Min):
     __slots__ = ()
 
     def add(self, ir: Any, value: Any, event_time_ms: int) -> Any:
-        if value != value:
+        if math.isnan(value):
             return ir
         if ir is None or value > ir or (value == ir and _float_order(value) > _float_order(ir)):
             return value
@@ -391,6 +393,18 @@ class _CountDistinct(Aggregator[HyperLogLog]):
         return ir.estimate()
 
 
+_Factory = Callable[[AggregationKind, ValueType | None], Aggregator[Any]]
+# kind -> (class for every other input type, class for float64 input)
+_SIMPLE: dict[AggregationKind, tuple[_Factory, _Factory]] = {
+    AggregationKind.COUNT: (_Count, _Count),
+    AggregationKind.SUM: (_SumInt, _SumFloat),
+    AggregationKind.AVG: (_AvgInt, _AvgFloat),
+    AggregationKind.MIN: (_Min, _MinFloat),
+    AggregationKind.MAX: (_Max, _MaxFloat),
+    AggregationKind.LAST: (_Last, _Last),
+}
+
+
 def aggregator_for(
     kind: AggregationKind,
     input_type: ValueType | None = None,
@@ -404,26 +418,14 @@ def aggregator_for(
             raise ValueError(f"{kind.value} needs an input field")
     elif input_type not in ACCEPTED_INPUTS[kind]:
         raise ValueError(f"{kind.value} does not accept {input_type.value} input")
-    if kind is AggregationKind.COUNT:
-        return _Count(kind, input_type)
-    is_float = input_type is ValueType.FLOAT64
-    if kind is AggregationKind.SUM:
-        return _SumFloat(kind, input_type) if is_float else _SumInt(kind, input_type)
-    if kind is AggregationKind.AVG:
-        return _AvgFloat(kind, input_type) if is_float else _AvgInt(kind, input_type)
-    if kind is AggregationKind.MIN:
-        return _MinFloat(kind, input_type) if is_float else _Min(kind, input_type)
-    if kind is AggregationKind.MAX:
-        return _MaxFloat(kind, input_type) if is_float else _Max(kind, input_type)
-    if kind is AggregationKind.LAST:
-        return _Last(kind, input_type)
     if kind is AggregationKind.LAST_N:
         if last_n is None:
             raise ValueError("last_n needs N")
         return _LastN(kind, input_type, last_n)
     if kind is AggregationKind.COUNT_DISTINCT:
         return _CountDistinct(kind, input_type, hll_precision)
-    raise ValueError(f"unknown aggregation {kind!r}")
+    for_int, for_float = _SIMPLE[kind]
+    return (for_float if input_type is ValueType.FLOAT64 else for_int)(kind, input_type)
 
 
 def feature_aggregator(feature: Feature) -> Aggregator[Any]:

@@ -14,8 +14,8 @@ numbers (``-5`` included), strings, bytes, ``true``/``false``/``null`` (or Pytho
 ``True``/``False``/``None``); lists or tuples of literals on the right of ``in``. A bare boolean
 field (``is_bot``) is true only when the field is ``true``. Anything else (calls, attributes,
 arithmetic, indexing...) is rejected when the registry is compiled, never at run time. Line breaks
-count as spaces, so multi-line YAML scalars work. A field named ``true``, ``false`` or ``null``
-cannot be referenced (the literal wins).
+and tabs count as spaces, so multi-line YAML scalars work. A field named ``true``, ``false`` or
+``null`` (the literal wins) or like a Python keyword (``class``, ``in``...) cannot be referenced.
 
 Types are checked against the source schema: both sides of a comparison must be numbers
 (int64/float64 mix freely), strings, bytes or booleans of the same kind; ordering (``<`` ...)
@@ -63,6 +63,9 @@ class PredicateError(ValueError):
         super().__init__(f"{message} (column {column})")
         self.message = message
         self.column = column
+
+    def __reduce__(self) -> tuple[type[PredicateError], tuple[str, int]]:
+        return PredicateError, (self.message, self.column)  # picklable across worker processes
 
 
 _LITERALS: Final[dict[str, bool | None]] = {"true": True, "false": False, "null": None}
@@ -166,9 +169,12 @@ class _Parsed:
         if "Maybe you meant '==' or ':='" in msg or lone_equals:
             msg = "invalid syntax; use '==' to compare"
         # '&&' / '||': the offset may point at either character of the pair.
-        around = self._line[max(col - 2, 0) : col + 1]
-        if "&&" in around or "||" in around:
+        base = max(col - 2, 0)
+        around = self._line[base : col + 1]
+        pair = around.find("&&") if "&&" in around else around.find("||")
+        if pair >= 0:
             msg = "invalid syntax; use 'and' / 'or'"
+            col = base + pair + 1
         elif col > len(self._line):
             msg = "unexpected end of predicate"
         return PredicateError(msg, self._lead + col)
@@ -179,21 +185,7 @@ class _Parsed:
             node.values = [self._structure(v) for v in node.values]
             return node
         if isinstance(node, ast.UnaryOp):
-            if isinstance(node.op, ast.Not):
-                node.operand = self._structure(node.operand)
-                return node
-            if isinstance(node.op, ast.USub | ast.UAdd):
-                operand = node.operand
-                if (
-                    isinstance(operand, ast.Constant)
-                    and isinstance(operand.value, int | float)
-                    and not isinstance(operand.value, bool)
-                ):
-                    value = -operand.value if isinstance(node.op, ast.USub) else operand.value
-                    return ast.copy_location(ast.Constant(value), node)
-                raise self.error("unary minus/plus is only allowed before a number literal", node)
-            hint = "use 'not'" if isinstance(node.op, ast.Invert) else "not supported"
-            raise self.error(f"unary operator: {hint}", node)
+            return self._unary(node)
         if isinstance(node, ast.Compare):
             node.left = self._structure(node.left)
             node.comparators = [self._structure(c) for c in node.comparators]
@@ -202,21 +194,41 @@ class _Parsed:
             if node.id in _LITERALS:
                 return ast.copy_location(ast.Constant(_LITERALS[node.id]), node)
             return node
-        if isinstance(node, ast.Constant):
-            if node.value is None or isinstance(node.value, bool | int | float | str | bytes):
-                return node
-            raise self.error(f"literal {ast.unparse(node)} is not supported", node)
-        if isinstance(node, ast.List | ast.Tuple):
-            node.elts = [self._structure(e) for e in node.elts]
-            for elt in node.elts:
-                if not isinstance(elt, ast.Constant):
-                    raise self.error("lists may only contain literals", elt)
-            return node
+        if isinstance(node, ast.Constant | ast.List | ast.Tuple):
+            return self._literal(node)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitAnd | ast.BitOr):
             word = "and" if isinstance(node.op, ast.BitAnd) else "or"
             raise self.error(f"bitwise operators are not supported; use '{word}'", node)
         hint = _UNSUPPORTED_HINTS.get(type(node), f"{type(node).__name__} expressions are not supported")
         raise self.error(hint, node)
+
+    def _unary(self, node: ast.UnaryOp) -> ast.expr:
+        if isinstance(node.op, ast.Not):
+            node.operand = self._structure(node.operand)
+            return node
+        if isinstance(node.op, ast.USub | ast.UAdd):
+            operand = node.operand
+            if (
+                isinstance(operand, ast.Constant)
+                and isinstance(operand.value, int | float)
+                and not isinstance(operand.value, bool)
+            ):
+                value = -operand.value if isinstance(node.op, ast.USub) else operand.value
+                return ast.copy_location(ast.Constant(value), node)
+            raise self.error("unary minus/plus is only allowed before a number literal", node)
+        hint = "use 'not'" if isinstance(node.op, ast.Invert) else "not supported"
+        raise self.error(f"unary operator: {hint}", node)
+
+    def _literal(self, node: ast.Constant | ast.List | ast.Tuple) -> ast.expr:
+        if isinstance(node, ast.Constant):
+            if node.value is None or isinstance(node.value, bool | int | float | str | bytes):
+                return node
+            raise self.error(f"literal {ast.unparse(node)} is not supported", node)
+        node.elts = [self._structure(e) for e in node.elts]
+        for elt in node.elts:
+            if not isinstance(elt, ast.Constant):
+                raise self.error("lists may only contain literals", elt)
+        return node
 
     def fields(self) -> frozenset[str]:
         return frozenset(n.id for n in ast.walk(self._body) if isinstance(n, ast.Name))
@@ -336,15 +348,25 @@ class _Compiler:
             raise err("comparison between two literals; one side must be a field", left.node)
         if isinstance(op, ast.Is | ast.IsNot) and _NULL not in (left.category, right.category):
             raise err(f"'{sym}' only works with null; use '==' or '!='", right.node)
-        # null checks
         if _NULL in (left.category, right.category):
             if not isinstance(op, _EQUALITY):
                 raise err(f"null can only be compared with == or != (not '{sym}')", right.node)
-            other = left if right.category == _NULL else right
-            positive = isinstance(op, ast.Eq | ast.Is)
-            if not other.is_field:  # null == null
-                return repr(positive)
-            return f"({other.expr} is {'' if positive else 'not '}None)"
+            field = left if right.category == _NULL else right  # the other side is a field
+            return f"({field.expr} is {'' if isinstance(op, ast.Eq | ast.Is) else 'not '}None)"
+        self._check_pair(left, op, right, sym)
+        guards: list[str] = []
+        values: list[str] = []
+        for side in (left, right):
+            if side.is_field:
+                tmp = self._temp()
+                guards.append(f"({tmp} := {side.expr}) is not None")
+                values.append(tmp)
+            else:
+                values.append(side.expr)
+        return "(" + " and ".join([*guards, f"{values[0]} {sym} {values[1]}"]) + ")"
+
+    def _check_pair(self, left: _Operand, op: ast.cmpop, right: _Operand, sym: str) -> None:
+        err = self._parsed.error
         if isinstance(op, _MEMBERSHIP):
             if left.is_list:
                 raise err(f"the left side of '{sym}' must be a single value", left.node)
@@ -358,19 +380,9 @@ class _Compiler:
             self._check_categories(left, right, sym)
             if isinstance(op, _ORDERING) and left.category not in _ORDERED:
                 raise err(f"'{sym}' is not defined on {left.category} values", left.node)
-        guards: list[str] = []
-        values: list[str] = []
-        for side in (left, right):
-            if side.is_field:
-                tmp = self._temp()
-                guards.append(f"({tmp} := {side.expr}) is not None")
-                values.append(tmp)
-            else:
-                values.append(side.expr)
-        return "(" + " and ".join([*guards, f"{values[0]} {sym} {values[1]}"]) + ")"
 
     def _check_categories(self, left: _Operand, right: _Operand, sym: str) -> None:
-        if right.category == "" or left.category == right.category:  # "" = empty list literal
+        if right.category in ("", left.category):  # "" = empty list literal
             return
         culprit = right if left.is_field else left
         field = left if left.is_field else right

@@ -15,7 +15,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fastavro.schema import parse_schema, to_parsing_canonical_form
 
@@ -95,7 +95,7 @@ def analyse_schema(raw: object) -> AvroSchemaInfo:
         raise AvroSchemaError("the Avro record has no 'fields' list")
     named: dict[str, Any] = {}
     try:
-        parsed = parse_schema(raw, named_schemas=named)
+        parsed = cast(dict[str, Any], parse_schema(raw, named_schemas=named))
         canonical = to_parsing_canonical_form(raw)
     except Exception as exc:  # fastavro raises a zoo of exception types for bad schemas
         raise AvroSchemaError(f"invalid Avro schema: {type(exc).__name__}: {exc}") from None
@@ -149,7 +149,9 @@ def _describe_field(name: str, avro: object, has_default: bool, named: Mapping[s
     return AvroField(name, value_type, False, _spell(avro), logical, has_default, why)
 
 
-def _classify(avro: object, named: Mapping[str, Any]) -> tuple[ValueType | None, str | None, str]:
+def _classify(  # noqa: PLR0911 - one return per Avro type shape
+    avro: object, named: Mapping[str, Any]
+) -> tuple[ValueType | None, str | None, str]:
     avro = _resolve(avro, named)
     if isinstance(avro, str):
         if avro == "null":
@@ -182,7 +184,7 @@ def _resolve(avro: object, named: Mapping[str, Any]) -> object:
     return avro
 
 
-def _spell(avro: object) -> str:
+def _spell(avro: object) -> str:  # noqa: PLR0911 - one return per Avro type shape
     if isinstance(avro, str):
         return avro
     if isinstance(avro, list):

@@ -46,7 +46,7 @@ from feature_store.definitions.specs import (
     EntitySpec,
     FeatureServiceSpec,
     FeatureSpec,
-    FeatureViewSpec,
+    FeatureViewHeaderSpec,
     ProjectSpec,
     SourceSpec,
     Spec,
@@ -102,7 +102,7 @@ def did_you_mean(name: str, candidates: Iterable[str]) -> str:
     return "; did you mean " + ", ".join(repr(m) for m in matches[:-1]) + f" or {matches[-1]!r}?"
 
 
-def _describe_value(value: object) -> str:
+def _describe_value(value: object) -> str:  # noqa: PLR0911 - one return per kind
     if value is None:
         return "nothing (null)"
     if isinstance(value, bool):
@@ -337,18 +337,41 @@ class _Compiler:
                     )
                     continue
                 for index, raw in enumerate(value):
-                    spec = self._validate(model, doc, (section, index))
-                    if spec is not None:
-                        self.items.setdefault(section, []).append(
-                            _Item(spec, doc, (section, index), path.parent)
-                        )
+                    item = self._load_item(section, model, doc, (section, index), path.parent)
+                    if item is not None:
+                        self.items.setdefault(section, []).append(item)
                     elif isinstance(raw, dict) and isinstance(raw.get("name"), str):
                         self.claimed.setdefault(section, set()).add(raw["name"])
 
-    def _validate(self, model: type[S], doc: LocatedDoc, path: NodePath) -> S | None:
-        raw = doc.data
-        for el in path:
-            raw = raw[el]
+    def _load_item(
+        self, section: str, model: type[Spec], doc: LocatedDoc, path: NodePath, folder: Path
+    ) -> _Item[Any] | None:
+        raw = doc.data[path[0]][path[1]]
+        features = raw.get("features") if isinstance(raw, dict) else None
+        if section != "feature_views" or not isinstance(features, list) or not features:
+            spec = self._validate(model, doc, path, raw)
+            return None if spec is None else _Item(spec, doc, path, folder)
+        # Feature views are validated feature by feature, so that one bad feature does not
+        # hide the errors of the others.
+        header_raw = {k: v for k, v in raw.items() if k != "features"}
+        header = self._validate(FeatureViewHeaderSpec, doc, path, header_raw)
+        valid: list[tuple[int, FeatureSpec]] = []
+        partial = False
+        for index, feature_raw in enumerate(features):
+            feature = self._validate(FeatureSpec, doc, (*path, "features", index), feature_raw)
+            if feature is None:
+                partial = True
+            else:
+                valid.append((index, feature))
+        if header is None:
+            return None
+        return _Item(header, doc, path, folder, valid, partial)
+
+    def _validate(self, model: type[S], doc: LocatedDoc, path: NodePath, raw: Any = None) -> S | None:
+        if raw is None:
+            raw = doc.data
+            for el in path:
+                raw = raw[el]
         try:
             return model.model_validate(raw)
         except ValidationError as exc:
@@ -382,13 +405,14 @@ class _Compiler:
         compiled_entities = {name: self._compile_entity(item) for name, item in entities.items()}
         source_infos = {name: self._compile_source(item) for name, item in sources.items()}
         compiled_views: dict[str, FeatureView] = {}
+        served: dict[str, _Served] = {}
         for name, item in views.items():
-            view = self._compile_view(item, compiled_entities, source_infos)
+            view, served[name] = self._compile_view(item, compiled_entities, source_infos)
             if view is not None:
                 compiled_views[name] = view
         compiled_services = [
             s
-            for s in (self._compile_service(item, compiled_views, set(views)) for item in services.values())
+            for s in (self._compile_service(item, compiled_views, served) for item in services.values())
             if s is not None
         ]
         if project is None or self.errors:
@@ -405,7 +429,9 @@ class _Compiler:
 
     @property
     def _defaults_owner(self) -> str:
-        return self.project.defaults.owner if self.project is not None else ""
+        if self.project is None:
+            return ""
+        return self.project.defaults.owner or self.project.owner
 
     def _unique(self, section: str, kind: str) -> dict[str, _Item[Any]]:
         seen: dict[str, _Item[Any]] = {}
@@ -426,7 +452,7 @@ class _Compiler:
             return  # defined, but invalid: that error is already reported
         if self.incomplete:
             return  # may be defined in a file that did not parse
-        known = list(known)
+        known = [*known, *self.claimed.get(section, set())]
         hint = did_you_mean(name, known)
         if not hint:
             hint = f"; defined: {', '.join(sorted(known))}" if known else f"; no {kind} is defined"
@@ -540,10 +566,10 @@ class _Compiler:
 
     def _compile_view(
         self,
-        item: _Item[FeatureViewSpec],
+        item: _Item[FeatureViewHeaderSpec],
         entities: Mapping[str, Entity | None],
         sources: Mapping[str, _SourceInfo],
-    ) -> FeatureView | None:
+    ) -> tuple[FeatureView | None, _Served]:
         spec = item.spec
         entity = entities.get(spec.entity)
         if spec.entity not in entities:
@@ -554,32 +580,38 @@ class _Compiler:
         schema = source_info.schema if source_info is not None else None
         key_fields = self._check_entity_keys(item, entity, schema)
         features: list[Feature] = []
-        served: dict[str, str] = {}  # served name -> feature name
-        names: set[str] = set()
-        for index, feature_spec in enumerate(spec.features):
+        served = _Served(complete=not item.partial)
+        for index, feature_spec in item.features:
             sub: NodePath = ("features", index)
-            if feature_spec.name in names:
+            if feature_spec.name in served.declared:
                 self.errors.append(
                     item.error((*sub, "name"), f"duplicate feature {feature_spec.name!r} in view")
                 )
                 continue
-            names.add(feature_spec.name)
-            feature = self._compile_feature(item, sub, feature_spec, schema)
-            if feature is None:
-                continue
-            for window_index, window in enumerate(feature.windows):
-                name = feature.served_name(window)
-                if name in served:
+            windows = self._compile_windows(item, sub, feature_spec.windows)
+            served.declared[feature_spec.name] = tuple(
+                _served_name(feature_spec.name, w) for w in windows or ()
+            )
+            if windows is None:
+                served.complete = False
+            for window_index, window in enumerate(windows or ()):
+                name = _served_name(feature_spec.name, window)
+                if name in served.names:
                     self.errors.append(
                         item.error(
                             (*sub, "windows", window_index),
-                            f"served feature name {name!r} is also produced by feature {served[name]!r}",
+                            f"served feature name {name!r} is also produced by feature "
+                            f"{served.names[name]!r}",
                         )
                     )
-                served[name] = feature.name
-            features.append(feature)
-        if entity is None or schema is None or key_fields is None or len(features) != len(spec.features):
-            return None
+                served.names[name] = feature_spec.name
+            feature = self._compile_feature(item, sub, feature_spec, schema, windows)
+            if feature is not None:
+                features.append(feature)
+        if entity is None or schema is None or key_fields is None or item.partial:
+            return None, served
+        if len(features) != len(item.features):
+            return None, served
         ttl = spec.ttl
         if ttl is None and self.project is not None:
             ttl = self.project.defaults.ttl
@@ -594,10 +626,10 @@ class _Compiler:
             description=spec.description,
             owner=spec.owner or self._defaults_owner,
             online=spec.online,
-        )
+        ), served
 
     def _check_entity_keys(
-        self, item: _Item[FeatureViewSpec], entity: Entity | None, schema: AvroSchemaInfo | None
+        self, item: _Item[FeatureViewHeaderSpec], entity: Entity | None, schema: AvroSchemaInfo | None
     ) -> tuple[str, ...] | None:
         if entity is None:
             return None
@@ -655,7 +687,12 @@ class _Compiler:
         return tuple(mapping[k] for k, _ in entity.join_keys)
 
     def _compile_feature(
-        self, item: _Item[FeatureViewSpec], sub: NodePath, spec: FeatureSpec, schema: AvroSchemaInfo | None
+        self,
+        item: _Item[FeatureViewHeaderSpec],
+        sub: NodePath,
+        spec: FeatureSpec,
+        schema: AvroSchemaInfo | None,
+        windows: tuple[Window, ...] | None,
     ) -> Feature | None:
         kind = AggregationKind(spec.aggregation)
         ok = True
@@ -708,7 +745,6 @@ class _Compiler:
             )
         if spec.where is not None and schema is not None:
             ok = self._check_predicate(item, (*sub, "where"), spec.where, schema.field_types) and ok
-        windows = self._compile_windows(item, sub, spec.windows)
         if not ok or windows is None or schema is None or (spec.field is not None and input_type is None):
             return None
         return Feature(
@@ -726,10 +762,9 @@ class _Compiler:
         )
 
     def _compile_windows(
-        self, item: _Item[FeatureViewSpec], sub: NodePath, specs: Sequence[WindowSpec]
+        self, item: _Item[FeatureViewHeaderSpec], sub: NodePath, specs: Sequence[WindowSpec]
     ) -> tuple[Window, ...] | None:
         windows: list[Window] = []
-        seen: dict[tuple[int | None, str], int] = {}
         ok = True
         for index, spec in enumerate(specs):
             at: NodePath = (*sub, "windows", index)
@@ -737,19 +772,15 @@ class _Compiler:
             if window is None:
                 ok = False
                 continue
-            label_key = (window.length_ms, window.label)
-            if label_key in seen or any(w.label == window.label for w in windows):
+            same = next((w for w in windows if w.length_ms == window.length_ms), None)
+            if same is not None:
                 ok = False
-                self.errors.append(item.error(at, f"window {window.label} is listed twice"))
+                if same.label == window.label:
+                    self.errors.append(item.error(at, f"window {window.label} is listed twice"))
+                else:
+                    message = f"window {window.label} has the same length as window {same.label}"
+                    self.errors.append(item.error(at, message))
                 continue
-            if any(w.length_ms == window.length_ms for w in windows):
-                ok = False
-                other = next(w for w in windows if w.length_ms == window.length_ms)
-                self.errors.append(
-                    item.error(at, f"window {window.label} has the same length as window {other.label}")
-                )
-                continue
-            seen[label_key] = index
             windows.append(window)
         return tuple(windows) if ok else None
 
@@ -778,7 +809,7 @@ class _Compiler:
         return Window(length.ms, grain, length.label)
 
     def _compile_service(
-        self, item: _Item[FeatureServiceSpec], views: Mapping[str, FeatureView], declared_views: set[str]
+        self, item: _Item[FeatureServiceSpec], views: Mapping[str, FeatureView], served: Mapping[str, _Served]
     ) -> FeatureService | None:
         spec = item.spec
         refs: list[FeatureRef] = []
@@ -791,21 +822,20 @@ class _Compiler:
                 ok = False
                 self.errors.append(item.error(at, f"{exc} (or 'view:*' for all of a view)"))
                 continue
-            if ref.view not in views:
+            view_served = served.get(ref.view)
+            if view_served is None:
                 ok = False
-                if ref.view not in declared_views:
-                    self._unknown(item, at, "feature view", "feature_views", ref.view, declared_views)
+                self._unknown(item, at, "feature view", "feature_views", ref.view, served)
                 continue
-            view = views[ref.view]
-            served = [name for f in view.features for name in f.served_names]
-            wanted = served if ref.feature == "*" else [ref.feature]
+            wanted = list(view_served.names) if ref.feature == "*" else [ref.feature]
             for name in wanted:
-                if name not in served:
+                if name not in view_served.names:
                     ok = False
-                    hint = did_you_mean(name, served)
-                    declared = next((f for f in view.features if f.name == name), None)
-                    if declared is not None:
-                        hint = "; it is served per window as " + ", ".join(declared.served_names)
+                    if not view_served.complete:
+                        continue  # the view has invalid features, already reported
+                    hint = did_you_mean(name, view_served.names)
+                    if view_served.declared.get(name):
+                        hint = "; it is served per window as " + ", ".join(view_served.declared[name])
                     self.errors.append(
                         item.error(at, f"feature view {ref.view!r} serves no feature {name!r}{hint}")
                     )
@@ -816,7 +846,7 @@ class _Compiler:
                     self.errors.append(item.error(at, f"{new} is listed more than once"))
                     continue
                 refs.append(new)
-        if not ok:
+        if not ok or any(r.view not in views for r in refs):
             return None
         return FeatureService(
             name=spec.name,
@@ -825,3 +855,16 @@ class _Compiler:
             owner=spec.owner or self._defaults_owner,
             tags=tuple(sorted(spec.tags.items())),
         )
+
+
+@dataclass(slots=True)
+class _Served:
+    """The served feature names a view declares (known even when the view does not compile)."""
+
+    complete: bool
+    names: dict[str, str] = field(default_factory=dict)  # served name -> declared feature name
+    declared: dict[str, tuple[str, ...]] = field(default_factory=dict)  # feature -> its served names
+
+
+def _served_name(feature: str, window: Window) -> str:
+    return feature if window.is_lifetime else f"{feature}_{window.label}"

@@ -19,6 +19,10 @@ class RegistryError:
         return f"{self.file}:{self.line}:{self.column}: {self.message}"
 
 
+class VersionConflict(RuntimeError):
+    """Another writer stored the registry version number this one wanted; plan again and retry."""
+
+
 class RegistryInvalid(Exception):
     """The registry has one or more errors; ``errors`` holds all of them, sorted by location."""
 

@@ -21,13 +21,19 @@ _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
 # Reserved CQL keywords: names are used as table and column names unquoted.
+# fmt: off
 CQL_RESERVED = frozenset(
-    """add aggregate allow alter and apply asc authorize batch begin by columnfamily create
-    default delete desc describe drop entries execute from full grant if in index infinity
-    insert into is keyspace limit materialized modify nan norecursive not null of on or order
-    primary rename replace revoke schema select set table to token truncate unlogged unset
-    update use using view where with""".split()
+    {
+        "add", "aggregate", "allow", "alter", "and", "apply", "asc", "authorize", "batch", "begin",
+        "by", "columnfamily", "create", "default", "delete", "desc", "describe", "drop", "entries",
+        "execute", "from", "full", "grant", "if", "in", "index", "infinity", "insert", "into", "is",
+        "keyspace", "limit", "materialized", "modify", "nan", "norecursive", "not", "null", "of", "on",
+        "or", "order", "primary", "rename", "replace", "revoke", "schema", "select", "set", "table",
+        "to", "token", "truncate", "unlogged", "unset", "update", "use", "using", "view", "where",
+        "with",
+    }
 )
+# fmt: on
 
 
 def check_name(value: str, *, max_length: int = MAX_NAME_LENGTH) -> str:

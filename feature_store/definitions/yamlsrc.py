@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.reader import ReaderError
 from ruamel.yaml.scalarbool import ScalarBoolean
@@ -34,6 +36,7 @@ NodePath = tuple[str | int, ...]
 Position = tuple[int, int]  # 1-based line, 1-based column
 
 _MAX_DEPTH = 64
+_DUPLICATE_KEY = re.compile(r'^found duplicate key "(.*?)" with value ', re.DOTALL)
 
 
 @dataclass(slots=True)
@@ -120,7 +123,12 @@ def _syntax_error(exc: MarkedYAMLError, file: str) -> RegistryError:
     line, column = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
     problem = " ".join(str(exc.problem or "").split())
     context = " ".join(str(exc.context or "").split())
-    if problem and context:
+    duplicate = _DUPLICATE_KEY.match(problem) if isinstance(exc, DuplicateKeyError) else None
+    if duplicate is not None:
+        first = exc.context_mark
+        where = f" (the mapping starts at line {first.line + 1})" if first is not None else ""
+        message = f"YAML syntax error: duplicate key {duplicate.group(1)!r}{where}"
+    elif problem and context:
         context_mark = exc.context_mark
         where = f" at line {context_mark.line + 1}" if context_mark is not None else ""
         message = f"YAML syntax error: {problem} ({context}{where})"
@@ -163,7 +171,7 @@ def _items(node: CommentedMap) -> Iterator[tuple[Any, Any]]:
     yield from node.items()
 
 
-def _convert(
+def _convert(  # noqa: PLR0911 - one return per YAML node kind
     node: Any,
     path: NodePath,
     pos: Position,
@@ -220,15 +228,14 @@ def _convert_collection(
     mapping: dict[str, Any] = {}
     for key, value in _items(node):
         key_pos = _lc(node, "key", key) or pos
-        if not isinstance(key, str) or isinstance(key, bool):
+        if not isinstance(key, str):
             errors.append(
                 RegistryError(doc.file, *key_pos, f"mapping keys must be names, got {_describe_key(key)}")
             )
             continue
-        key = str(key)
-        doc.keys[(*path, key)] = key_pos
+        doc.keys[(*path, str(key))] = key_pos
         value_pos = _lc(node, "value", key) or key_pos
-        mapping[key] = _convert(value, (*path, key), value_pos, doc, errors, active)
+        mapping[str(key)] = _convert(value, (*path, str(key)), value_pos, doc, errors, active)
     return mapping
 
 
@@ -239,4 +246,6 @@ def _describe_key(key: object) -> str:
         return f"the boolean {str(bool(key)).lower()}"
     if isinstance(key, (int, float)):
         return f"the number {key}"
-    return f"a {type(key).__name__}"
+    if isinstance(key, TaggedScalar):
+        return "a tagged value"
+    return "a complex key"

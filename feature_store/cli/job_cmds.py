@@ -1,0 +1,87 @@
+"""`fstore job`: run the generic feature job from an applied registry version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from feature_store.adapters.cql import CqlConfig
+from feature_store.bootstrap import LOCAL_STORE_URL, kafka_bootstrap
+from feature_store.definitions.apply import load_applied
+from feature_store.definitions.stores import StoreUrlError, open_registry_store, resolve_store_url
+from feature_store.stream.environment import FlinkSettings
+
+app = typer.Typer(help="Streaming feature jobs (PyFlink).", no_args_is_help=True)
+err = Console(stderr=True)
+out = Console()
+
+
+@app.command()
+def run(
+    store: Annotated[
+        str | None, typer.Option(help="Registry store URL (default: $FSTORE_REGISTRY_STORE).")
+    ] = None,
+    version: Annotated[
+        int | None, typer.Option(help="Pin an applied registry version (default: latest).")
+    ] = None,
+    source: Annotated[
+        list[str] | None, typer.Option(help="Sources to run (repeatable; default: all).")
+    ] = None,
+    online_store: Annotated[
+        str | None, typer.Option(help="cql:// URL of the online store (default: the registry store's).")
+    ] = None,
+    bootstrap: Annotated[str | None, typer.Option(help="Kafka bootstrap servers.")] = None,
+    group_id: Annotated[str, typer.Option(help="Kafka consumer group prefix.")] = "fstore-features",
+    bounded: Annotated[bool, typer.Option(help="Stop at the offsets present at start.")] = False,
+    parallelism: Annotated[int, typer.Option(min=1)] = 1,
+    execution_mode: Annotated[str, typer.Option(help="PyFlink python.execution-mode.")] = "thread",
+    checkpoint_interval_ms: Annotated[int, typer.Option(help="0 disables checkpoints.")] = 10_000,
+    checkpoint_dir: Annotated[Path | None, typer.Option(help="Where checkpoints are kept.")] = None,
+    restore_from: Annotated[str | None, typer.Option(help="A retained checkpoint or savepoint.")] = None,
+    flush_interval_ms: Annotated[int, typer.Option(help="How often dirty tiles are written.")] = 250,
+) -> None:
+    """Run the feature job for the registry's sources on the local MiniCluster (or in a cluster)."""
+    from feature_store.stream.feature_job import JobConfig  # noqa: PLC0415 - pulls in PyFlink
+    from feature_store.stream.feature_job import run as run_job  # noqa: PLC0415
+
+    url = resolve_store_url(store)
+    if url is None:
+        err.print("[red]no registry store: pass --store or set FSTORE_REGISTRY_STORE[/]")
+        raise typer.Exit(2)
+    try:
+        registry = load_applied(open_registry_store(url), version)
+        online = online_store or (url if url.startswith("cql:") else LOCAL_STORE_URL)
+        cql = CqlConfig.from_url(online)
+    except (StoreUrlError, ValueError, LookupError) as exc:
+        err.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from exc
+    if registry is None:
+        err.print(f"[red]nothing applied in {url} yet: run `fstore apply` first[/]")
+        raise typer.Exit(1)
+    names = tuple(source or [s.name for s in registry.sources])
+    unknown = [n for n in names if n not in {s.name for s in registry.sources}]
+    if unknown:
+        err.print(f"[red]unknown source(s): {', '.join(unknown)}[/]")
+        raise typer.Exit(2)
+    ckpt = checkpoint_dir.resolve().as_uri() if checkpoint_dir else None
+    config = JobConfig(
+        registry=registry,
+        sources=names,
+        bootstrap=bootstrap or kafka_bootstrap(),
+        cql=cql,
+        group_id=group_id,
+        flush_interval_ms=flush_interval_ms,
+        bounded=bounded,
+        flink=FlinkSettings(
+            parallelism=parallelism,
+            execution_mode=execution_mode,
+            checkpoint_interval_ms=checkpoint_interval_ms or None,
+            checkpoint_dir=ckpt,
+            restore_from=restore_from,
+        ),
+    )
+    out.print(f"running the feature job for {', '.join(names)} with registry version {registry.version}")
+    run_job(config, job_name=f"fstore-features-v{registry.version}")

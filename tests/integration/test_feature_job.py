@@ -1,0 +1,72 @@
+"""The generic feature job against the real stack: Kafka -> PyFlink -> Cassandra."""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from typing import Any
+
+import pytest
+
+from feature_store.adapters.avro_wire import read_dead_letter
+from tests.integration.conftest import Stack
+from tests.integration.feature_job_support import (
+    Isolated,
+    expected_tiles,
+    isolated_registry,
+    produce,
+    produce_raw,
+    run_bounded,
+    stored_tiles,
+)
+from tests.integration.test_smoke_stack import consume
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def iso(stack: Stack) -> Isolated:
+    return isolated_registry(f"job{uuid.uuid4().hex[:10]}", stack.kafka_bootstrap, stack.cassandra_port)
+
+
+def like_events(n: int, seed: int, now_ms: int) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    events = []
+    for i in range(n):
+        events.append(
+            {
+                "event_id": f"like-{seed}-{i}",
+                # 50 minutes of history: every tile is still inside its retention, so none
+                # has expired from the store (tiles past every window get a TTL of seconds)
+                "event_time": now_ms - 3000_000 + i * (3000_000 // n),
+                "user_id": f"u{rng.randrange(50)}",
+                "target_id": f"t{rng.randrange(8)}",
+                "super_like": rng.random() < 0.2,
+            }
+        )
+    return events
+
+
+def test_bounded_run_stores_tiles_equal_to_a_recompute_and_dead_letters_bad_bytes(iso: Isolated) -> None:
+    source = iso.source("like")
+    events = like_events(600, seed=1, now_ms=int(time.time() * 1000))
+    produce(iso.bootstrap, source, events, key_field="user_id")
+    produce_raw(iso.bootstrap, source.topic, [b"not avro", b"\x00\xff\xff\xff\xfe\x00"])
+
+    run_bounded(iso, "like")
+
+    want = expected_tiles(iso.registry, "user_likes_received", events)
+    got = stored_tiles(iso, "user_likes_received", want.keys())
+    assert got == want
+    dead = [read_dead_letter(v) for v in consume_all(iso, source.dead_letter_topic, 2)]
+    assert sorted(d["reason"] for d in dead) == ["not_confluent_framed", "unknown_schema_id"]
+    assert {d["payload"] for d in dead} == {b"not avro", b"\x00\xff\xff\xff\xfe\x00"}
+    assert all(d["topic"] == source.topic and d["offset"] >= 0 for d in dead)
+
+
+def consume_all(iso: Isolated, topic: str, expected: int) -> list[bytes]:
+    class _S:
+        kafka_bootstrap = iso.bootstrap
+
+    return consume(_S(), topic, expected)  # type: ignore[arg-type]
