@@ -14,12 +14,12 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
 
 from feature_store.adapters.avro_wire import DeadLetterReason, DecodeError, WireDecoder
+from feature_store.core.keys import KEY_SEP, entity_key_text
 from feature_store.core.model import FeatureView, Registry, Source
 from feature_store.core.predicates import Predicate, compile_predicate
 from feature_store.core.tiles import TileKey, ViewAggregator, tile_retention_ms
 
 _VERSION = struct.Struct(">q")
-KEY_SEP = "\x1f"
 
 
 class Routed(NamedTuple):
@@ -51,10 +51,6 @@ def view_fields(view: FeatureView, source: Source) -> tuple[str, ...]:
         if f.where:
             needed |= predicate_fields(f.where)
     return tuple(sorted(n for n in needed if source.field_type(n) is not None))
-
-
-def encode_entity_key(values: tuple[object, ...]) -> str:
-    return KEY_SEP.join(str(v) for v in values)
 
 
 class EventRouter:
@@ -102,7 +98,7 @@ class EventRouter:
                 )
             routed.append(
                 Routed(
-                    index + KEY_SEP + encode_entity_key(key),
+                    index + KEY_SEP + entity_key_text(key),
                     event_time,
                     {f: event.get(f) for f in fields},
                     payload,

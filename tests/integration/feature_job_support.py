@@ -20,6 +20,7 @@ from feature_store.adapters.cql_online_schema import CqlOnlineSchema
 from feature_store.adapters.cql_online_store import CqlOnlineStore
 from feature_store.adapters.cql_registry_store import CqlRegistryStore
 from feature_store.adapters.kafka_topics import KafkaTopics
+from feature_store.core.keys import entity_key_bytes
 from feature_store.core.model import Registry, Source
 from feature_store.core.tiles import TileKey, TileState, ViewAggregator
 from feature_store.definitions.apply import apply_registry
@@ -103,7 +104,7 @@ def expected_tiles(
     agg = ViewAggregator(view, {f.name: f.type for f in source.fields})
     out: dict[bytes, dict[TileKey, TileState]] = {}
     for record in records:
-        key = "\x1f".join(str(record[k]) for k in view.entity_key_fields).encode()
+        key = entity_key_bytes([record[k] for k in view.entity_key_fields])
         agg.update(out.setdefault(key, {}), record, int(record[source.event_time_field]))
     return out
 
