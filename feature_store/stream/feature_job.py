@@ -110,7 +110,9 @@ def build(config: JobConfig) -> Any:
             views = [v for v in registry.views if v.source == self.source_name]
             self.tiles_of = [ViewTiles(v, source) for v in views]
             self.tiles = runtime_context.get_map_state(
-                MapStateDescriptor("tiles", Types.STRING(), Types.PRIMITIVE_ARRAY(Types.BYTE()))
+                # bytes as latin-1 text: thread mode hands byte[] state to the JVM as Object[],
+                # which breaks checkpoints; a 1:1 byte<->char mapping in a String does not
+                MapStateDescriptor("tiles", Types.STRING(), Types.STRING())
             )
             self.dirty = runtime_context.get_map_state(
                 MapStateDescriptor("dirty", Types.STRING(), Types.BOOLEAN())
@@ -174,9 +176,8 @@ def build(config: JobConfig) -> Any:
             for skey in list(self.dirty.keys()):
                 if not self.tiles.contains(skey):
                     continue
-                packed = self.tiles.get(skey)
                 key = parse_tile_state_key(skey)
-                version, payload = unpack(bytes(packed))
+                version, payload = unpack(self.tiles.get(skey).encode("latin-1"))
                 params = (
                     entity_key,
                     key[0],
@@ -282,11 +283,11 @@ class _MapStateView:
         self._state = state
 
     def get(self, key: str) -> bytes | None:
-        # thread mode's byte[] converter fails on a missing key, so ask first
-        return bytes(self._state.get(key)) if self._state.contains(key) else None
+        value = self._state.get(key)
+        return None if value is None else value.encode("latin-1")
 
     def __setitem__(self, key: str, value: bytes) -> None:
-        self._state.put(key, value)
+        self._state.put(key, value.decode("latin-1"))
 
 
 def run(config: JobConfig, job_name: str = "fstore-features") -> None:

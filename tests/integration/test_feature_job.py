@@ -30,16 +30,17 @@ def iso(stack: Stack) -> Isolated:
     return isolated_registry(f"job{uuid.uuid4().hex[:10]}", stack.kafka_bootstrap, stack.cassandra_port)
 
 
-def like_events(n: int, seed: int, now_ms: int) -> list[dict[str, Any]]:
+def like_events(n: int, seed: int, now_ms: int, span_ms: int = 3000_000) -> list[dict[str, Any]]:
+    """``n`` likes spread evenly over ``[now_ms - span_ms, now_ms)``, in event-time order."""
     rng = random.Random(seed)
     events = []
     for i in range(n):
         events.append(
             {
                 "event_id": f"like-{seed}-{i}",
-                # 50 minutes of history: every tile is still inside its retention, so none
-                # has expired from the store (tiles past every window get a TTL of seconds)
-                "event_time": now_ms - 3000_000 + i * (3000_000 // n),
+                # at most 50 minutes of history: every tile is still inside its retention, so
+                # none has expired from the store (tiles past every window get a TTL of seconds)
+                "event_time": now_ms - span_ms + (i * span_ms) // n,
                 "user_id": f"u{rng.randrange(50)}",
                 "target_id": f"t{rng.randrange(8)}",
                 "super_like": rng.random() < 0.2,
