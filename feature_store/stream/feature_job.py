@@ -86,10 +86,12 @@ def build(config: JobConfig) -> Any:
             group = runtime_context.get_metrics_group().add_group("source", self.source_name)
             self.dlq_counters = {r: group.counter(f"dead_letters_{r.value}") for r in DeadLetterReason}
             self.events = group.counter("events_in")
+            self.rate = group.meter("events_per_second", time_span_in_seconds=10)
 
         def process_element(self, row: Any, ctx: Any) -> Iterator[Any]:
             assert self.router is not None
             self.events.inc()
+            self.rate.mark_event()
             result = self.router.route(bytes(row[0]), row[1], row[2])
             if isinstance(result, DeadLetter):
                 self.dlq_counters[result.reason].inc()
@@ -131,13 +133,16 @@ def build(config: JobConfig) -> Any:
             self.too_late = group.counter(f"dead_letters_{DeadLetterReason.TOO_LATE.value}")
             self.tiles_written = group.counter("tiles_written")
             self.write_errors = group.counter("write_errors")
-            self.write_ms = group.histogram("write_batch_ms", 128) if hasattr(group, "histogram") else None
+            self.write_ms = group.distribution("write_batch_ms")
+            self.watermark_lag_ms = 0
+            group.gauge("watermark_lag_ms", lambda: self.watermark_lag_ms)
 
         def close(self) -> None:
             self.cluster.shutdown()
 
         def process_element(self, value: Routed, ctx: Any) -> Iterator[Any]:
             watermark = ctx.timer_service().current_watermark()
+            self.watermark_lag_ms = max(0, int(time.time() * 1000) - watermark)
             if value.event_time_ms < watermark - self.allowed_lateness_ms:
                 self.too_late.inc()
                 late = DeadLetter(
@@ -188,6 +193,7 @@ def build(config: JobConfig) -> Any:
                 )
                 pending.append((skey, self.session.execute_async(insert, params)))
             failed = False
+            started = time.monotonic()
             for skey, future in pending:
                 try:
                     future.result()
@@ -197,6 +203,8 @@ def build(config: JobConfig) -> Any:
                     failed = True
                     self.write_errors.inc()
                     log.warning("writing tile %s of %s failed: %s", skey, view_tiles.view.name, exc)
+            if pending:
+                self.write_ms.update(int((time.monotonic() - started) * 1000))
             for skey in list(self.tiles.keys()):
                 if view_tiles.expired(parse_tile_state_key(skey), watermark) and not self.dirty.contains(
                     skey
