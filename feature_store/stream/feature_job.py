@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,7 @@ from feature_store.stream.environment import FlinkSettings, create_environment
 from feature_store.stream.tile_writer import (
     DeadLetter,
     EventRouter,
+    KeyTiles,
     Routed,
     ViewTiles,
     parse_tile_state_key,
@@ -49,6 +51,7 @@ class JobConfig:
     cql: CqlConfig = field(default_factory=CqlConfig)
     group_id: str = "fstore-features"
     flush_interval_ms: int = 250
+    cached_keys: int = 100_000  # decoded tiles kept in memory per operator (write-through)
     idleness_ms: int = 10_000
     write_concurrency: int = 64
     bounded: bool = False  # stop at the offsets that exist at start (tests, backfills)
@@ -68,7 +71,7 @@ def build(config: JobConfig) -> Any:
         KafkaRecordSerializationSchema,
         KafkaSink,
     )
-    from pyflink.datastream.state import MapStateDescriptor, ValueStateDescriptor  # noqa: PLC0415
+    from pyflink.datastream.state import MapStateDescriptor  # noqa: PLC0415
     from pyflink.table import StreamTableEnvironment  # noqa: PLC0415
 
     env = create_environment(config.flink)
@@ -100,6 +103,13 @@ def build(config: JobConfig) -> Any:
             yield from result
 
     class WriteTiles(KeyedProcessFunction):  # type: ignore[misc]
+        """Folds events into tiles (keyed state) and writes dirty tiles every flush interval.
+
+        State: ``tiles`` (MapState tile key -> packed version + tile) and processing-time
+        timers. Which tiles are dirty lives in memory only: a key whose timer fires with no
+        dirty set in memory (after a restore) rewrites all its tiles, which is idempotent.
+        """
+
         def __init__(self, source_name: str) -> None:
             self.source_name = source_name
 
@@ -116,10 +126,10 @@ def build(config: JobConfig) -> Any:
                 # which breaks checkpoints; a 1:1 byte<->char mapping in a String does not
                 MapStateDescriptor("tiles", Types.STRING(), Types.STRING())
             )
-            self.dirty = runtime_context.get_map_state(
-                MapStateDescriptor("dirty", Types.STRING(), Types.BOOLEAN())
-            )
-            self.timer = runtime_context.get_state(ValueStateDescriptor("flush_at", Types.LONG()))
+            self.backing = _MapStateView(self.tiles)
+            self.cache: OrderedDict[str, KeyTiles] = OrderedDict()
+            self.dirty: dict[str, set[str] | None] = {}  # None: every tile of the key
+            self.flushes = 0
             self.cluster = make_cluster(config.cql)
             self.session = self.cluster.connect(config.cql.keyspace)
             self.inserts = {
@@ -140,9 +150,26 @@ def build(config: JobConfig) -> Any:
         def close(self) -> None:
             self.cluster.shutdown()
 
+        def _key_tiles(self, key: str) -> KeyTiles:
+            tiles = self.cache.get(key)
+            if tiles is None:
+                tiles = self.cache[key] = KeyTiles(self.backing)
+                if len(self.cache) > config.cached_keys:
+                    self.cache.popitem(last=False)
+            else:
+                self.cache.move_to_end(key)
+            return tiles
+
+        def _schedule(self, ctx: Any) -> None:
+            at = ctx.timer_service().current_processing_time() + config.flush_interval_ms
+            ctx.timer_service().register_processing_time_timer(at)
+            if config.bounded:
+                # processing-time timers are dropped at the end of bounded input; the final
+                # watermark (Long.MAX_VALUE) fires this one, so nothing stays unwritten
+                ctx.timer_service().register_event_time_timer(_END_OF_INPUT)
+
         def process_element(self, value: Routed, ctx: Any) -> Iterator[Any]:
             watermark = ctx.timer_service().current_watermark()
-            self.watermark_lag_ms = max(0, int(time.time() * 1000) - watermark)
             if value.event_time_ms < watermark - self.allowed_lateness_ms:
                 self.too_late.inc()
                 late = DeadLetter(
@@ -155,66 +182,87 @@ def build(config: JobConfig) -> Any:
                 )
                 yield dlq_tag, _dlq_bytes(late, self.topic)
                 return
-            index, _ = split_key(value.key)
-            view_tiles = self.tiles_of[index]
-            changed = view_tiles.apply(_MapStateView(self.tiles), value.event_time_ms, value.fields)
-            for skey in changed:
-                self.dirty.put(skey, True)
-            if changed and self.timer.value() is None:
-                at = ctx.timer_service().current_processing_time() + config.flush_interval_ms
-                ctx.timer_service().register_processing_time_timer(at)
-                if config.bounded:
-                    # processing-time timers are dropped at the end of bounded input; the final
-                    # watermark (Long.MAX_VALUE) fires this one, so nothing stays unwritten
-                    ctx.timer_service().register_event_time_timer(_END_OF_INPUT)
-                self.timer.update(at)
+            key = value.key
+            index, _ = split_key(key)
+            # first touch of a key in this operator's life (or since its eviction): its state may
+            # hold tiles dirtied before a restore, so its next flush rewrites all of them
+            fresh = key not in self.cache
+            changed = self.tiles_of[index].apply(self._key_tiles(key), value.event_time_ms, value.fields)
+            if not changed:
+                return
+            if key not in self.dirty:
+                self._schedule(ctx)
+                self.dirty[key] = None if fresh else set(changed)
+            elif fresh:
+                self.dirty[key] = None
+            else:
+                dirty = self.dirty[key]
+                if dirty is not None:
+                    dirty.update(changed)
 
         def on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any]:
-            self.timer.clear()
-            index, entity = split_key(ctx.get_current_key())
+            key = ctx.get_current_key()
+            dirty = self.dirty.pop(key, None)
+            index, entity = split_key(key)
             view_tiles = self.tiles_of[index]
+            # None: all tiles (a timer restored from a checkpoint, or a key fresh in memory)
+            skeys = dirty if dirty is not None else set(self.tiles.keys())
+            if not skeys:
+                return []
             insert = self.inserts[view_tiles.view.name]
             entity_key = entity.encode()
             now_ms = int(time.time() * 1000)
-            watermark = ctx.timer_service().current_watermark()
             pending = []
-            for skey in list(self.dirty.keys()):
-                if not self.tiles.contains(skey):
+            for skey in skeys:
+                packed = self.backing.get(skey)
+                if packed is None:
                     continue
-                key = parse_tile_state_key(skey)
-                version, payload = unpack(self.tiles.get(skey).encode("latin-1"))
+                tile = parse_tile_state_key(skey)
+                version, payload = unpack(packed)
                 params = (
                     entity_key,
-                    key[0],
-                    key[1],
+                    tile[0],
+                    tile[1],
                     payload,
-                    view_tiles.ttl_seconds(key, now_ms),
-                    write_timestamp_us(key, version),
+                    view_tiles.ttl_seconds(tile, now_ms),
+                    write_timestamp_us(tile, version),
                 )
                 pending.append((skey, self.session.execute_async(insert, params)))
-            failed = False
+            failed: set[str] = set()
             started = time.monotonic()
             for skey, future in pending:
                 try:
                     future.result()
-                    self.dirty.remove(skey)
                     self.tiles_written.inc()
                 except Exception as exc:  # store outage: keep it dirty and retry later
-                    failed = True
+                    failed.add(skey)
                     self.write_errors.inc()
                     log.warning("writing tile %s of %s failed: %s", skey, view_tiles.view.name, exc)
             if pending:
                 self.write_ms.update(int((time.monotonic() - started) * 1000))
-            for skey in list(self.tiles.keys()):
-                if view_tiles.expired(parse_tile_state_key(skey), watermark) and not self.dirty.contains(
-                    skey
-                ):
-                    self.tiles.remove(skey)
+            watermark = ctx.timer_service().current_watermark()
+            self.watermark_lag_ms = max(0, now_ms - watermark)
+            self.flushes += 1
+            if self.flushes % 16 == 0:  # drop tiles no window reads any more
+                self._expire(key, view_tiles, watermark, failed)
             if failed:
-                retry_at = ctx.timer_service().current_processing_time() + max(1000, config.flush_interval_ms)
-                ctx.timer_service().register_processing_time_timer(retry_at)
-                self.timer.update(retry_at)
+                retry = self.dirty.setdefault(key, set())
+                if retry is not None:
+                    retry.update(failed)
+                ctx.timer_service().register_processing_time_timer(
+                    ctx.timer_service().current_processing_time() + max(1000, config.flush_interval_ms)
+                )
             return []
+
+        def _expire(self, key: str, view_tiles: ViewTiles, watermark: int, keep: set[str]) -> None:
+            cached = self.cache.get(key)
+            for skey in list(self.tiles.keys()):
+                tile = parse_tile_state_key(skey)
+                if skey not in keep and view_tiles.expired(tile, watermark):
+                    self.tiles.remove(skey)
+                    if cached is not None:
+                        cached.states[tile] = None
+                        cached.versions.pop(tile, None)
 
     for source_name in config.sources:
         source = registry.source(source_name)

@@ -17,7 +17,7 @@ from feature_store.adapters.avro_wire import DeadLetterReason, DecodeError, Wire
 from feature_store.core.keys import KEY_SEP, entity_key_text
 from feature_store.core.model import FeatureView, Registry, Source
 from feature_store.core.predicates import Predicate, compile_predicate
-from feature_store.core.tiles import TileKey, ViewAggregator, tile_retention_ms
+from feature_store.core.tiles import TileKey, TileState, ViewAggregator, tile_retention_ms
 
 _VERSION = struct.Struct(">q")
 
@@ -144,29 +144,56 @@ class PackedTiles(Protocol):
     def __setitem__(self, key: str, value: bytes) -> None: ...
 
 
+class KeyTiles:
+    """The tiles of one (view, entity) decoded in memory, written through to ``backing``.
+
+    The job keeps one per recently seen key so an event costs one encode and one state put
+    per touched tile, not a state read and decode as well. ``backing`` (checkpointed state)
+    always holds what memory holds, so dropping a KeyTiles at any time loses nothing.
+    """
+
+    __slots__ = ("backing", "states", "versions")
+
+    def __init__(self, backing: PackedTiles) -> None:
+        self.backing = backing
+        self.states: dict[TileKey, TileState | None] = {}  # None: known to be absent
+        self.versions: dict[TileKey, int] = {}
+
+    def load(self, aggregator: ViewAggregator, key: TileKey) -> TileState | None:
+        if key in self.states:
+            return self.states[key]
+        packed = self.backing.get(tile_state_key(key))
+        state = None
+        if packed is not None:
+            self.versions[key], payload = unpack(packed)
+            state = aggregator.decode(key[0], payload)
+        self.states[key] = state
+        return state
+
+
 class ViewTiles:
-    """Applies routed events of one view to tiles kept as packed bytes (version + codec payload)."""
+    """Applies routed events of one view to its tiles, with a per-tile version for idempotent writes."""
 
     def __init__(self, view: FeatureView, source: Source) -> None:
         self.view = view
         self.aggregator = ViewAggregator(view, {f.name: f.type for f in source.fields})
         self.retention_ms = {g: tile_retention_ms(g, view) for g in self.aggregator.granularities_ms}
 
-    def apply(self, stored: PackedTiles, event_time_ms: int, fields: Mapping[str, Any]) -> list[str]:
-        """Fold one event into the packed tiles in ``stored``; return the state keys changed."""
-        tiles = {}
-        versions = {}
-        for g in self.aggregator.granularities_ms:
+    def apply(self, tiles: KeyTiles, event_time_ms: int, fields: Mapping[str, Any]) -> list[str]:
+        """Fold one event into ``tiles`` (written through); return the state keys changed."""
+        agg = self.aggregator
+        current: dict[TileKey, TileState] = {}
+        for g in agg.granularities_ms:
             key: TileKey = (g, event_time_ms - event_time_ms % g) if g else (0, 0)
-            packed = stored.get(tile_state_key(key))
-            if packed is not None:
-                versions[key], payload = unpack(packed)
-                tiles[key] = self.aggregator.decode(g, payload)
-        touched = self.aggregator.update(tiles, fields, event_time_ms)
+            state = tiles.load(agg, key)
+            if state is not None:
+                current[key] = state
         changed = []
-        for key in touched:
+        for key in agg.update(current, fields, event_time_ms):
+            state = tiles.states[key] = current[key]
+            version = tiles.versions[key] = tiles.versions.get(key, 0) + 1
             skey = tile_state_key(key)
-            stored[skey] = pack(versions.get(key, 0) + 1, self.aggregator.encode(key[0], tiles[key]))
+            tiles.backing[skey] = pack(version, agg.encode(key[0], state))
             changed.append(skey)
         return changed
 
