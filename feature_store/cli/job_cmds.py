@@ -84,4 +84,5 @@ def run(
         ),
     )
     out.print(f"running the feature job for {', '.join(names)} with registry version {registry.version}")
-    run_job(config, job_name=f"fstore-features-v{registry.version}")
+    net_ms = run_job(config, job_name=f"fstore-features-v{registry.version}")
+    out.print(f"job net runtime {net_ms} ms")

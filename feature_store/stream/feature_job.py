@@ -346,5 +346,7 @@ class _MapStateView:
         self._state.put(key, value.decode("latin-1"))
 
 
-def run(config: JobConfig, job_name: str = "fstore-features") -> None:
-    build(config).execute(job_name)
+def run(config: JobConfig, job_name: str = "fstore-features") -> int:
+    """Run the job to completion (bounded) or until stopped; returns its net runtime in ms."""
+    result = build(config).execute(job_name)
+    return int(result.get_net_runtime())

@@ -1,0 +1,226 @@
+"""Feature-job benchmarks on the local stack: sustained events/s and freshness.
+
+    python -m benchmarks.job.bench_job throughput --events 200000
+    python -m benchmarks.job.bench_job freshness --rate 5000 --seconds 60
+
+Both apply the example registry to a fresh keyspace with fresh topics, so runs never see each
+other's data. Results are printed and written as JSON under out/benchmarks/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import Producer
+
+from feature_store import bootstrap  # noqa: F401 - registers cql://
+from feature_store.adapters.cql import CqlConfig, make_cluster
+from feature_store.adapters.cql_online_schema import CqlOnlineSchema
+from feature_store.adapters.cql_registry_store import CqlRegistryStore
+from feature_store.adapters.kafka_topics import KafkaTopics
+from feature_store.core.model import Registry
+from feature_store.definitions.apply import apply_registry
+from feature_store.definitions.compiler import load_registry
+from feature_store.events.generator import EventKind, GeneratorConfig, generate, with_topic_prefix
+
+ROOT = Path(__file__).resolve().parents[2]
+BOOTSTRAP = os.environ.get("FSTORE_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+OUT = ROOT / "out" / "benchmarks"
+
+
+def isolated(name: str) -> tuple[Registry, CqlConfig, Any]:
+    registry = with_topic_prefix(load_registry(ROOT / "registry"), f"{name}.")
+    cql = CqlConfig(keyspace=name)
+    session = make_cluster(cql).connect()
+    result = apply_registry(
+        CqlRegistryStore(session, cql, "default"),
+        registry,
+        [CqlOnlineSchema(session, cql), KafkaTopics(BOOTSTRAP)],
+        applied_by="bench",
+    )
+    assert result.snapshot is not None
+    return registry, cql, session
+
+
+def producer() -> Producer:
+    return Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 20, "batch.num.messages": 10000})
+
+
+def produce_generated(registry: Registry, n: int, start_ms: int, rate: float, seed: int = 1) -> int:
+    p = producer()
+    sent = 0
+    for ev in generate(registry, GeneratorConfig(seed=seed, rate=rate, start_ms=start_ms), max_events=n):
+        if ev.kind is not EventKind.VALID:
+            continue
+        while True:
+            try:
+                p.produce(ev.topic, value=ev.value, key=ev.key, timestamp=ev.event_time_ms)
+                break
+            except BufferError:
+                p.poll(0.05)
+        sent += 1
+    p.flush(60)
+    return sent
+
+
+def job_cmd(name: str, *extra: str) -> list[str]:
+    return [
+        sys.executable, "-m", "feature_store.cli.main", "job", "run",
+        "--store", f"cql://127.0.0.1:9042/{name}", "--bootstrap", BOOTSTRAP, "--group-id", name, *extra,
+    ]  # fmt: skip
+
+
+def setup_text() -> dict[str, Any]:
+    return {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores; Kafka, Cassandra, Flink co-located",
+        "python": platform.python_version(),
+        "flink": "PyFlink 2.2.1 MiniCluster, parallelism 1, thread mode",
+    }
+
+
+def throughput(args: argparse.Namespace) -> dict[str, Any]:
+    name = f"bj{uuid.uuid4().hex[:8]}"
+    registry, _, _ = isolated(name)
+    now = int(time.time() * 1000)
+    # events over the last ~hour of event time, so tiles stay live
+    sent = produce_generated(registry, args.events, now - 3_000_000, rate=args.events / 3000)
+    started = time.monotonic()
+    proc = subprocess.run(
+        job_cmd(name, "--bounded", "--checkpoint-interval-ms", "0"),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr[-3000:])
+    net_ms = next(
+        (int(line.split()[-2]) for line in proc.stdout.splitlines() if line.startswith("job net runtime")),
+        None,
+    )
+    return {
+        "benchmark": "job_throughput",
+        "setup": setup_text(),
+        "events": sent,
+        "wall_s": round(wall, 1),
+        "events_per_s_wall": round(sent / wall),
+        "job_net_runtime_s": None if net_ms is None else round(net_ms / 1000, 1),
+        "events_per_s_net": None if not net_ms else round(sent / (net_ms / 1000)),
+    }
+
+
+def freshness(args: argparse.Namespace) -> dict[str, Any]:
+    """Background load at --rate; probes: a like for a fresh target every 200 ms, timed until its
+    tile is readable in the store (produced -> readable)."""
+    name = f"bf{uuid.uuid4().hex[:8]}"
+    registry, cql, session = isolated(name)
+    like = registry.source("like")
+    select = session.prepare(
+        f"SELECT tile_start_ms FROM {cql.keyspace}.fv_user_likes_received WHERE entity_key = ?"
+    )
+    job = subprocess.Popen(
+        job_cmd(name, "--checkpoint-interval-ms", "10000"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    stop = threading.Event()
+
+    def load() -> None:
+        p = producer()
+        gen = generate(registry, GeneratorConfig(seed=2, rate=args.rate, start_ms=int(time.time() * 1000)))
+        interval, next_at = 1.0 / args.rate, time.monotonic()
+        for ev in gen:
+            if stop.is_set():
+                break
+            if ev.kind is EventKind.VALID:
+                p.produce(ev.topic, value=ev.value, key=ev.key, timestamp=int(time.time() * 1000))
+            next_at += interval
+            delay = next_at - time.monotonic()
+            if delay > 0.002:
+                time.sleep(delay)
+            p.poll(0)
+        p.flush(30)
+
+    import fastavro  # noqa: PLC0415
+
+    from feature_store.adapters.avro_wire import _strip_logical_types, encode, schema_id  # noqa: PLC0415
+
+    schema = fastavro.parse_schema(_strip_logical_types(json.loads(like.schema_json)))
+    latencies: list[float] = []
+    try:
+        time.sleep(20)  # the job starts (MiniCluster, Python workers)
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        time.sleep(5)
+        p = producer()
+        deadline = time.monotonic() + args.seconds
+        i = 0
+        while time.monotonic() < deadline:
+            target = f"probe-{name}-{i}"
+            now = int(time.time() * 1000)
+            record = {
+                "event_id": target,
+                "event_time": now,
+                "user_id": "prober",
+                "target_id": target,
+                "super_like": False,
+            }
+            sent_at = time.monotonic()
+            p.produce(like.topic, key=b"prober", value=encode(schema, schema_id(like), record), timestamp=now)
+            p.flush(5)
+            while time.monotonic() - sent_at < 30:
+                if session.execute(select, (target.encode(),)).one() is not None:
+                    latencies.append((time.monotonic() - sent_at) * 1000)
+                    break
+                time.sleep(0.005)
+            i += 1
+            time.sleep(0.2)
+    finally:
+        stop.set()
+        os.killpg(job.pid, signal.SIGKILL)
+        job.wait()
+    q = statistics.quantiles(latencies, n=100) if len(latencies) > 2 else [float("nan")] * 99
+    return {
+        "benchmark": "freshness",
+        "setup": setup_text()
+        | {"background_rate": args.rate, "probe_interval_ms": 200, "flush_interval_ms": 250},
+        "probes": len(latencies),
+        "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
+        "p99_ms": round(q[98], 1),
+        "max_ms": round(max(latencies), 1) if latencies else None,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="what", required=True)
+    t = sub.add_parser("throughput")
+    t.add_argument("--events", type=int, default=200_000)
+    f = sub.add_parser("freshness")
+    f.add_argument("--rate", type=float, default=5000)
+    f.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+    result = throughput(args) if args.what == "throughput" else freshness(args)
+    OUT.mkdir(parents=True, exist_ok=True)
+    path = OUT / f"{result['benchmark']}-{int(time.time())}.json"
+    path.write_text(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,125 @@
+"""Floors for the serving benchmark: what the store and gRPC cost with no feature-store work.
+
+- ``driver``: a bare cassandra-driver loop issuing the server's reads (one single-partition
+  SELECT per (entity, view)) for a 1x20-shaped and a 100x50-shaped look-up, concurrently per
+  look-up, as the server does; latency per look-up.
+- ``grpc``: an empty grpc.aio GetOnlineFeatures handler (answers an empty response at once),
+  driven by ghz with the same requests and rate as the real server.
+
+    .venv/bin/python -m benchmarks.serving.floor driver --keyspace bench_serving
+    .venv/bin/python -m benchmarks.serving.floor empty-server --port 50099   # used by bench_serving
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import threading
+import time
+from typing import Any
+
+import grpc
+
+from benchmarks.serving.common import ENTITY_PREFIX, SCENARIOS, Scenario, percentiles
+
+SERVICE = "feature_store.serving.v1.FeatureServing"
+
+
+def driver_floor(
+    keyspace: str, views: list[str], scenario: Scenario, entities: int, lookups: int, port: int = 9042
+) -> dict[str, Any]:
+    """Look-ups of ``scenario.batch`` entities x ``views``: all reads in flight at once, then wait."""
+    from cassandra.query import tuple_factory  # noqa: PLC0415
+
+    from feature_store.adapters.cql import CqlConfig, make_cluster  # noqa: PLC0415
+
+    cluster = make_cluster(CqlConfig(port=port, keyspace=keyspace))
+    cluster.profile_manager.default.row_factory = tuple_factory
+    session = cluster.connect()
+    try:
+        stmts = [
+            session.prepare(
+                f"SELECT granularity_ms, tile_start_ms, payload FROM {keyspace}.fv_{v} WHERE entity_key = ?"
+            )
+            for v in views
+        ]
+        rng = random.Random(3)
+        samples: list[float] = []
+        keys: list[bytes] = []
+        for _ in range(lookups):
+            keys = [f"{ENTITY_PREFIX}{rng.randrange(entities)}".encode() for _ in range(scenario.batch)]
+            samples.append(_lookup(session, stmts, keys))
+        return {"scenario": scenario.name, "views": len(views), "reads_per_lookup": len(keys) * len(stmts),
+                **percentiles(samples)}  # fmt: skip
+    finally:
+        cluster.shutdown()
+
+
+def _lookup(session: Any, stmts: list[Any], keys: list[bytes]) -> float:
+    """Every (statement, key) read in flight at once; ms until the last answer."""
+    done = threading.Event()
+    pending = [len(keys) * len(stmts)]
+    lock = threading.Lock()
+
+    def finished(result: Any) -> None:
+        with lock:
+            pending[0] -= 1
+            if pending[0] == 0:
+                done.set()
+
+    began = time.perf_counter()
+    for stmt in stmts:
+        for key in keys:
+            session.execute_async(stmt, (key,)).add_callbacks(finished, finished)
+    done.wait(10)
+    return (time.perf_counter() - began) * 1000
+
+
+async def empty_server(port: int) -> None:
+    """GetOnlineFeatures answering an empty response, nothing else (the gRPC floor)."""
+
+    async def handler(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
+        return b""
+
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers(
+        (
+            grpc.method_handlers_generic_handler(
+                SERVICE,
+                {
+                    "GetOnlineFeatures": grpc.unary_unary_rpc_method_handler(
+                        handler, request_deserializer=None, response_serializer=None
+                    )
+                },
+            ),
+        )
+    )
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    await server.start()
+    print(f"empty server on 127.0.0.1:{port}", flush=True)
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="what", required=True)
+    d = sub.add_parser("driver")
+    d.add_argument("--keyspace", default="bench_serving")
+    d.add_argument("--entities", type=int, default=1000)
+    d.add_argument("--lookups", type=int, default=200)
+    e = sub.add_parser("empty-server")
+    e.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    if args.what == "empty-server":
+        asyncio.run(empty_server(args.port))
+        return
+    views = ["user_calls", "user_chat", "user_match_requests"]
+    for scenario in SCENARIOS.values():
+        print(driver_floor(args.keyspace, views, scenario, args.entities, args.lookups))
+
+
+if __name__ == "__main__":
+    main()
