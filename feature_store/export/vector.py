@@ -1,0 +1,326 @@
+"""The vectorised path: whole views computed in DuckDB, for the kinds where that is provably exact.
+
+For a window of ``k`` tiles of ``g`` read at ``t`` the core includes the events with
+``L <= event_time <= t``, ``L = floor(t / g) * g - (k - 1) * g`` (module docstring of
+:mod:`feature_store.core.tiles`). With per-entity prefix aggregates over the events grouped by
+event time, ``P(x)`` = aggregate of the accepted events with ``event_time <= x``, a count or an
+int sum over the window is ``P(t) - P(L - 1)``: two ASOF joins of the spine against the prefix
+table, exact in integer arithmetic. Per kind:
+
+* ``count``: the prefix count of accepted events (``where`` true, input field not null);
+* ``sum`` of int64: the prefix sum (HUGEINT, then checked against int64 as the replay does);
+* ``avg`` of int64: sum and count as above, finalized by the core's aggregator in Python
+  (int / int true division, one correct rounding);
+* ``last`` of int64 / string / bool / bytes: the newest accepted event time ``<= t`` and, among
+  events at that time, the largest value (the core's tie rule), kept if that time is ``>= L``.
+
+Statuses follow :func:`feature_store.core.lookup.resolve` over the tiles the store holds at ``t``
+(see :mod:`feature_store.export.replay`): the newest event accepted by any slot of granularity
+``g`` with ``event_time`` in ``[floor(t / g) * g - K_g * g, t]`` (``K_g`` tiles: the longest
+window at ``g``; lifetime: any event ``<= t``), maximised over granularities: none -> NOT_FOUND,
+older than the TTL -> OUTSIDE_MAX_AGE, otherwise PRESENT or NULL_VALUE.
+
+A view goes this way only if every requested feature is of these kinds and every predicate of
+the view (its source filter and every feature's ``where``, since statuses depend on all slots)
+translates exactly (:mod:`feature_store.export.sqlpred`); otherwise the replay computes it.
+Tests assert that both paths give identical outputs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from feature_store.core.aggregators import feature_aggregator
+from feature_store.core.model import LIFETIME_GRANULARITY_MS, AggregationKind, Feature, ValueType
+from feature_store.core.tiles import served_windows, window_tile_count
+from feature_store.export.plan import OutputColumn, ViewJob
+from feature_store.export.replay import INT64_MAX, INT64_MIN, tile_spans
+from feature_store.export.spine import ROW_INDEX
+from feature_store.export.sqlpred import TRUE, Untranslatable, predicate_sql
+
+SUM_SUFFIX, COUNT_SUFFIX = "__vsum", "__vcount"
+BASE_COLUMN = "__base"
+_LAST_TYPES = frozenset({ValueType.INT64, ValueType.STRING, ValueType.BOOL, ValueType.BYTES})
+
+
+def _eligible(feature: Feature) -> bool:
+    kind, vt = feature.aggregation, feature.input_type
+    if kind is AggregationKind.COUNT:
+        return True
+    if kind in (AggregationKind.SUM, AggregationKind.AVG):
+        return vt is ValueType.INT64
+    if kind is AggregationKind.LAST:
+        return vt in _LAST_TYPES
+    return False
+
+
+def _floor(t: str, g: int) -> str:
+    return f"({t} - ((({t} % {g}) + {g}) % {g}))"  # floor to a multiple of g, also below 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Output:
+    column: OutputColumn
+    kind: AggregationKind
+    acceptance: int
+    low: int | None  # index of the spine lookup L - 1; None for a lifetime window
+    sum: int | None = None  # prefix-sum index (sum, avg)
+    last: int | None = None  # last-value index (last)
+
+
+@dataclass(slots=True)
+class VectorPlan:
+    job: ViewJob
+    acceptances: list[str] = field(default_factory=list)  # SQL booleans over the events
+    sums: dict[tuple[int, str], int] = field(default_factory=dict)  # (acceptance, column) -> index
+    lasts: dict[tuple[int, str], int] = field(default_factory=dict)
+    any_of: list[tuple[int, str]] = field(default_factory=list)  # (granularity, SQL boolean)
+    lookups: list[str] = field(default_factory=list)  # spine expressions; [0] is t
+    outputs: list[_Output] = field(default_factory=list)
+
+    def acceptance(self, sql: str) -> int:
+        if sql not in self.acceptances:
+            self.acceptances.append(sql)
+        return self.acceptances.index(sql)
+
+    def lookup(self, sql: str) -> int:
+        if sql not in self.lookups:
+            self.lookups.append(sql)
+        return self.lookups.index(sql)
+
+
+def split_columns(job: ViewJob) -> tuple[tuple[OutputColumn, ...], tuple[OutputColumn, ...]]:
+    """The requested columns the vectorised path can compute, and the others."""
+    windows = served_windows(job.view)
+    ok = tuple(c for c in job.columns if _eligible(windows[c.output_index][0]))
+    return ok, tuple(c for c in job.columns if c not in ok)
+
+
+def vector_plan(
+    job: ViewJob, fields: Sequence[str], columns: Sequence[OutputColumn] | None = None
+) -> VectorPlan | None:
+    """The plan of the vectorised path for ``columns`` of this view (default: all requested),
+    or None when the replay must compute them (a kind or a predicate SQL cannot do exactly).
+
+    ``fields`` are the selected event columns, read as ``f0``, ``f1``... in this order.
+    """
+    view = job.view
+    windows = served_windows(view)
+    wanted = tuple(job.columns if columns is None else columns)
+    if not wanted or not all(_eligible(windows[c.output_index][0]) for c in wanted):
+        return None
+    alias = {name: f"f{i}" for i, name in enumerate(fields)}
+
+    def column(name: str) -> str:
+        if name not in alias:
+            raise Untranslatable(f"field {name!r} is not selected")
+        return alias[name]
+
+    try:
+        accept = _acceptances(job, column)
+    except Untranslatable:
+        return None
+    plan = VectorPlan(job)
+    by_granularity: dict[int, list[str]] = {}
+    for feature in view.features:
+        for window in feature.windows:
+            g = LIFETIME_GRANULARITY_MS if window.is_lifetime else window.granularity_ms
+            sqls = by_granularity.setdefault(g, [])
+            if accept[feature.name] not in sqls:
+                sqls.append(accept[feature.name])
+    plan.any_of = [(g, "(" + " OR ".join(sqls) + ")") for g, sqls in sorted(by_granularity.items())]
+    plan.lookup("t")
+    for c in wanted:
+        feature, window = windows[c.output_index]
+        a = plan.acceptance(accept[feature.name])
+        count = window_tile_count(window)
+        low = None
+        if count is not None:
+            g = window.granularity_ms
+            low = plan.lookup(f"{_floor('t', g)} - {(count - 1) * g} - 1")
+        kind = feature.aggregation
+        value_col = column(feature.input_field) if feature.input_field is not None else ""
+        if kind in (AggregationKind.SUM, AggregationKind.AVG):
+            k = plan.sums.setdefault((a, value_col), len(plan.sums))
+            plan.outputs.append(_Output(c, kind, a, low, sum=k))
+        elif kind is AggregationKind.LAST:
+            k = plan.lasts.setdefault((a, value_col), len(plan.lasts))
+            plan.outputs.append(_Output(c, kind, a, low, last=k))
+        else:
+            plan.outputs.append(_Output(c, kind, a, low))
+    return plan
+
+
+def _acceptances(job: ViewJob, column: Callable[[str], str]) -> dict[str, str]:
+    """Per feature: the SQL for "the job folds this event into the feature's slots"."""
+    source = job.source
+    types = {f.name: f.type for f in source.fields}
+    base = predicate_sql(source.filter, types, column) if source.filter else TRUE
+    accept: dict[str, str] = {}
+    for feature in job.view.features:
+        parts = [base]
+        if feature.where:
+            parts.append(predicate_sql(feature.where, types, column))
+        if feature.input_field is not None:
+            parts.append(f"({column(feature.input_field)} IS NOT NULL)")
+        accept[feature.name] = "(" + " AND ".join(parts) + ")"
+    return accept
+
+
+_STATUS = "CASE base WHEN 2 THEN 'NOT_FOUND' WHEN 4 THEN 'OUTSIDE_MAX_AGE' ELSE {present} END"
+_PREFIX_TABLE = "fstore_vector_prefix"
+
+
+def _prefix_sql(plan: VectorPlan, events: str) -> str:
+    """Per entity and event time: prefix counts, sums, newest accepted times and last values."""
+    n_acc = len(plan.acceptances)
+    acc = [f"{sql} AS a{i}" for i, sql in enumerate(plan.acceptances)]
+    anys = [f"{sql} AS y{i}" for i, (_, sql) in enumerate(plan.any_of)]
+    value_cols = sorted({col for _, col in plan.sums} | {col for _, col in plan.lasts})
+    group = [f"count(*) FILTER (WHERE a{i}) AS n{i}" for i in range(n_acc)]
+    group += [f"sum({col}) FILTER (WHERE a{a}) AS s{k}" for (a, col), k in plan.sums.items()]
+    group += [f"max({col}) FILTER (WHERE a{a}) AS l{k}" for (a, col), k in plan.lasts.items()]
+    group += [f"bool_or(y{i}) AS y{i}" for i in range(len(plan.any_of))]
+    w = "OVER (PARTITION BY eid ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    prefix = [f"sum(n{i}) {w} AS cn{i}" for i in range(n_acc)]
+    prefix += [f"max(CASE WHEN n{i} > 0 THEN t END) {w} AS lt{i}" for i in range(n_acc)]
+    prefix += [f"sum(s{k}) {w} AS cs{k}" for k in plan.sums.values()]
+    prefix += [f"last_value(l{k} IGNORE NULLS) {w} AS lv{k}" for k in plan.lasts.values()]
+    prefix += [f"max(CASE WHEN y{i} THEN t END) {w} AS ly{i}" for i in range(len(plan.any_of))]
+    return f"""
+        WITH ev AS (SELECT {", ".join(["eid", "__t AS t", *acc, *anys, *value_cols])}
+                    FROM read_parquet({events}, hive_partitioning = false)),
+        g AS (SELECT eid, t, {", ".join(group)} FROM ev GROUP BY eid, t)
+        SELECT eid, t, {", ".join(prefix)} FROM g
+    """  # noqa: S608 - identifiers are generated or quoted, literals are integers
+
+
+def _lookup_sql(plan: VectorPlan, spine: str, event_times: bool, with_base: bool) -> str:
+    """Spine rows ASOF-joined to the prefix table at t and at each window's L - 1, then the values
+    and statuses of the core's rules."""
+    job = plan.job
+    n_acc = len(plan.acceptances)
+    lookups = [f"{sql} AS x{j}" for j, sql in enumerate(plan.lookups)]
+    joins = " ".join(
+        f"ASOF LEFT JOIN {_PREFIX_TABLE} AS c{j} ON sp.eid = c{j}.eid AND sp.x{j} >= c{j}.t"
+        for j in range(len(plan.lookups))
+    )
+    # columns of the joins: everything at t, and the prefixes at each L - 1
+    at_t = [f"c0.cn{i} AS cn{i}, c0.lt{i} AS lt{i}" for i in range(n_acc)]
+    at_t += [f"c0.cs{k} AS cs{k}" for k in plan.sums.values()]
+    at_t += [f"c0.lv{k} AS lv{k}" for k in plan.lasts.values()]
+    at_t += [f"c0.ly{i} AS ly{i}" for i in range(len(plan.any_of))]
+    at_low = []
+    for o in plan.outputs:
+        if o.low is None:
+            continue
+        at_low.append(f"c{o.low}.cn{o.acceptance} AS cn{o.acceptance}_{o.low}")
+        if o.sum is not None:
+            at_low.append(f"c{o.low}.cs{o.sum} AS cs{o.sum}_{o.low}")
+    spans = tile_spans(job.view)
+    parts = []
+    for i, (g, _) in enumerate(plan.any_of):
+        if g == LIFETIME_GRANULARITY_MS:
+            parts.append(f"ly{i}")
+        else:
+            # the store holds the tiles of the last K_g + 1 starts (the job's TTL: longest window + g)
+            parts.append(f"CASE WHEN ly{i} >= {_floor('t', g)} - {spans[g] * g} THEN ly{i} END")
+    newest = parts[0] if len(parts) == 1 else f"greatest({', '.join(parts)})"
+    ttl = job.view.ttl_ms
+    stale = f"WHEN t - newest > {ttl} THEN 4 " if ttl is not None else ""
+    outs = [ROW_INDEX] + ([f"base AS {BASE_COLUMN}"] if with_base else [])
+    for o in plan.outputs:
+        outs += _output_sql(o, event_times)
+    return f"""
+        WITH sp AS (SELECT {ROW_INDEX}, t, eid, {", ".join(lookups)}
+                    FROM read_parquet({spine}, hive_partitioning = false)),
+        joined AS (SELECT sp.*, {", ".join(at_t + at_low)} FROM sp {joins}),
+        newest AS (SELECT *, {newest} AS newest FROM joined),
+        based AS (SELECT *, CASE WHEN newest IS NULL THEN 2 {stale}ELSE 1 END AS base FROM newest)
+        SELECT {", ".join(outs)} FROM based
+    """  # noqa: S608 - identifiers are generated or quoted, literals are integers
+
+
+def _output_sql(o: _Output, event_times: bool) -> list[str]:
+    """The output columns of one feature, over the joined and based row."""
+    a, c = o.acceptance, o.column
+    if o.low is None:
+        since = "TRUE"
+        count = f"coalesce(cn{a}, 0)"
+        time = f"lt{a}"
+    else:
+        since = f"lt{a} > x{o.low}"
+        count = f"(coalesce(cn{a}, 0) - coalesce(cn{a}_{o.low}, 0))"
+        time = f"CASE WHEN {since} THEN lt{a} END"
+    if o.sum is not None:
+        k = o.sum
+        value = (
+            f"coalesce(cs{k}, 0)" if o.low is None else f"(coalesce(cs{k}, 0) - coalesce(cs{k}_{o.low}, 0))"
+        )
+    elif o.last is not None:
+        value = f"lv{o.last}" if o.low is None else f"(CASE WHEN {since} THEN lv{o.last} END)"
+    else:
+        value = count
+    outs = []
+    if o.kind is AggregationKind.AVG:
+        outs.append(f"CASE WHEN base = 1 THEN {value} END AS {_q(c.name + SUM_SUFFIX)}")
+        outs.append(f"CASE WHEN base = 1 THEN CAST({count} AS BIGINT) END AS {_q(c.name + COUNT_SUFFIX)}")
+        present = f"CASE WHEN {count} = 0 THEN 'NULL_VALUE' ELSE 'PRESENT' END"
+    elif o.kind is AggregationKind.LAST:
+        outs.append(f"CASE WHEN base = 1 THEN {value} END AS {_q(c.name)}")
+        present = f"CASE WHEN ({value}) IS NULL THEN 'NULL_VALUE' ELSE 'PRESENT' END"
+    else:
+        fits = f"({value}) BETWEEN {INT64_MIN} AND {INT64_MAX}"
+        outs.append(f"CASE WHEN base = 1 AND {fits} THEN CAST({value} AS BIGINT) END AS {_q(c.name)}")
+        present = f"CASE WHEN {fits} THEN 'PRESENT' ELSE 'ERROR' END"
+    outs.append(f"{_STATUS.format(present=present)} AS {_q(c.status_name)}")
+    if event_times:
+        outs.append(f"CASE WHEN base = 2 THEN 0 ELSE coalesce({time}, 0) END AS {_q(c.event_time_name)}")
+    return outs
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def run_vector(
+    con: duckdb.DuckDBPyConnection,
+    plan: VectorPlan,
+    events: str,
+    spine: str,
+    out: Path,
+    event_times: bool,
+    *,
+    with_base: bool = False,
+) -> None:
+    """Compute the plan's columns for every spine row; write ``out`` (row_idx + the replay's
+    columns, and the view-level status ``BASE_COLUMN`` if ``with_base``: 1 found and fresh,
+    2 NOT_FOUND, 4 OUTSIDE_MAX_AGE). ``events`` and ``spine`` are SQL file lists or globs.
+    """
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {_PREFIX_TABLE} AS {_prefix_sql(plan, events)}").fetchall()
+    try:
+        table = con.sql(_lookup_sql(plan, spine, event_times, with_base)).to_arrow_table()
+    finally:
+        con.execute(f"DROP TABLE IF EXISTS {_PREFIX_TABLE}").fetchall()
+    for o in plan.outputs:
+        if o.kind is not AggregationKind.AVG:
+            continue
+        name = o.column.name
+        feature = served_windows(plan.job.view)[o.column.output_index][0]
+        finalize = feature_aggregator(feature).finalize
+        sums = table.column(name + SUM_SUFFIX).to_pylist()
+        counts = table.column(name + COUNT_SUFFIX).to_pylist()
+        values = [
+            None if s is None or not n else finalize((int(s), int(n)))
+            for s, n in zip(sums, counts, strict=True)
+        ]
+        at = table.schema.get_field_index(name + SUM_SUFFIX)
+        table = table.remove_column(at).add_column(at, name, pa.array(values, type=pa.float64()))
+        table = table.remove_column(table.schema.get_field_index(name + COUNT_SUFFIX))
+    pq.write_table(table, out)
