@@ -7,8 +7,17 @@ Run by `make proto` and by the setuptools build (setup.py), never committed.
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
+
+
+def _plugin(name: str) -> str:
+    """mypy-protobuf's protoc plugin: on PATH (pip's isolated build env), or beside the interpreter."""
+    found = shutil.which(name) or shutil.which(name, path=str(Path(sys.executable).parent))
+    if found is None:
+        raise SystemExit(f"{name} not found: install mypy-protobuf (pip install -e '.[dev]')")
+    return found
 
 
 def generate(root: Path) -> list[Path]:
@@ -19,15 +28,14 @@ def generate(root: Path) -> list[Path]:
     if not protos:
         raise SystemExit(f"no .proto files under {proto_root}")
     include = Path(protoc.__file__).parent / "_proto"
-    bindir = Path(sys.executable).parent  # mypy-protobuf's plugins sit beside the interpreter
+    plugins = {name: _plugin(name) for name in ("protoc-gen-mypy", "protoc-gen-mypy_grpc")}
     args = [
         "grpc_tools.protoc",
         f"-I{proto_root}",
         f"-I{include}",
         f"--python_out={root}",
         f"--grpc_python_out={root}",
-        f"--plugin=protoc-gen-mypy={bindir / 'protoc-gen-mypy'}",
-        f"--plugin=protoc-gen-mypy_grpc={bindir / 'protoc-gen-mypy_grpc'}",
+        *(f"--plugin={name}={path}" for name, path in plugins.items()),
         f"--mypy_out={root}",
         f"--mypy_grpc_out={root}",
         *(str(p) for p in protos),
