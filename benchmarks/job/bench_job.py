@@ -192,7 +192,11 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
         stop.set()
         os.killpg(job.pid, signal.SIGKILL)
         job.wait()
-    q = statistics.quantiles(latencies, n=100, method="inclusive") if len(latencies) > 2 else [float("nan")] * 99
+    q = (
+        statistics.quantiles(latencies, n=100, method="inclusive")
+        if len(latencies) > 2
+        else [float("nan")] * 99
+    )
     return {
         "benchmark": "freshness",
         "setup": setup_text()
