@@ -169,7 +169,7 @@ class Archiver:
         if not wanted:
             return
         assign = []
-        for tp in consumer.committed(wanted, timeout=timeout):
+        for tp in _committed(consumer, wanted, timeout):
             low, high = consumer.get_watermark_offsets(
                 kafka.TopicPartition(tp.topic, tp.partition), timeout=timeout
             )
@@ -317,3 +317,24 @@ def _kafka_module_or_fake(consumer: Any) -> Any:
 
 def _is_partition_eof(error: Any) -> bool:
     return bool(error.code() == _PARTITION_EOF)
+
+
+def _committed(consumer: Any, partitions: list[Any], timeout: float, attempts: int = 30) -> list[Any]:
+    """Committed offsets, retried while the group coordinator is not ready.
+
+    A fresh broker creates __consumer_offsets on the first group request and answers
+    NOT_COORDINATOR / COORDINATOR_LOAD_IN_PROGRESS meanwhile; coordinators also move in real
+    clusters. Both are retriable.
+    """
+    for attempt in range(attempts):
+        try:
+            result: list[Any] = consumer.committed(partitions, timeout=timeout)
+            return result
+        except _kafka().KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = getattr(error, "retriable", lambda: False)() or "COORDINATOR" in str(exc)
+            if not retriable or attempt == attempts - 1:
+                raise
+            log.info("group coordinator not ready (%s); retrying", exc)
+            time.sleep(1.0)
+    raise AssertionError("unreachable")

@@ -270,6 +270,11 @@ SERVICES: dict[str, Service] = {
 }
 
 
+# Services this process started: kept so the Popen objects are not collected while the JVM
+# runs (and so stop() can reap them).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
 def _read_pid(layout: Layout, name: str) -> int | None:
     try:
         return int(layout.pidfile(name).read_text().strip())
@@ -333,6 +338,7 @@ def _spawn(layout: Layout, ports: Ports, svc: Service) -> int:
             cwd=layout.data(svc.name),
             start_new_session=True,  # survives the CLI; `fstore dev down` stops it by pid
         )
+    _CHILDREN[proc.pid] = proc
     layout.pidfile(svc.name).write_text(str(proc.pid))
     return proc.pid
 
@@ -377,6 +383,9 @@ def stop(layout: Layout, name: str, timeout_s: float = 30.0) -> str:
         time.sleep(0.5)
         _reap(pid)
     pidfile.unlink(missing_ok=True)
+    child = _CHILDREN.pop(pid, None)
+    if child is not None:
+        child.wait(timeout=10)
     return f"{name} stopped (pid {pid})"
 
 
