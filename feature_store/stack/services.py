@@ -232,6 +232,29 @@ def probe_kafka(ports: Ports) -> bool:
     return bool(meta.brokers)
 
 
+def warm_up_kafka(ports: Ports, timeout_s: float = 60.0) -> None:
+    """Make the group coordinator ready: a fresh broker creates __consumer_offsets on the first
+    group request and answers NOT_COORDINATOR until then, which every consumer would otherwise
+    have to ride out."""
+    from confluent_kafka import Consumer, KafkaException, TopicPartition  # noqa: PLC0415
+
+    consumer = Consumer(
+        {"bootstrap.servers": f"127.0.0.1:{ports.kafka}", "group.id": "fstore-warm-up", "log_level": 0}
+    )
+    deadline = time.monotonic() + timeout_s
+    try:
+        while True:
+            try:
+                consumer.committed([TopicPartition("__fstore_warm_up", 0)], timeout=5)
+                return
+            except KafkaException:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+    finally:
+        consumer.close()
+
+
 def probe_cassandra(ports: Ports) -> bool:
     if not _port_open(ports.cassandra):
         return False
@@ -316,6 +339,8 @@ def start(layout: Layout, ports: Ports, name: str, *, on_wait: Callable[[str], N
     else:
         pid = _spawn(layout, ports, svc)
     _wait_ready(layout, ports, svc, pid, on_wait)
+    if name == "kafka":
+        warm_up_kafka(ports)
     return f"{name} ready (pid {pid})"
 
 
