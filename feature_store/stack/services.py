@@ -376,12 +376,27 @@ def _wait_ready(
     while time.monotonic() < deadline:
         if svc.probe(ports):
             return
-        if not _is_ours(layout, pid) and running_pid(layout, svc.name) is None:
+        if _exited(pid):
             raise StackError(_failure(layout, svc, "exited during start-up"))
         if on_wait is not None:
             on_wait(f"waiting for {svc.name} ({time.monotonic() - started:.0f}s)")
         time.sleep(1.0)
     raise StackError(_failure(layout, svc, f"not ready after {svc.start_timeout_s:.0f}s"))
+
+
+def _exited(pid: int) -> bool:
+    """Whether a service we started has died. Asks the process itself, not /proc/<pid>/cmdline,
+    which is briefly empty while the java launcher execs the JVM."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        return child.poll() is not None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _failure(layout: Layout, svc: Service, what: str) -> str:
