@@ -42,6 +42,9 @@ def run(
     checkpoint_dir: Annotated[Path | None, typer.Option(help="Where checkpoints are kept.")] = None,
     restore_from: Annotated[str | None, typer.Option(help="A retained checkpoint or savepoint.")] = None,
     flush_interval_ms: Annotated[int, typer.Option(help="How often dirty tiles are written.")] = 250,
+    idle_timeout_ms: Annotated[
+        int, typer.Option(help="Mark a Kafka partition idle after this long without data (0 = never).")
+    ] = 0,
 ) -> None:
     """Run the feature job for the registry's sources on the local MiniCluster (or in a cluster)."""
     from feature_store.stream.feature_job import JobConfig  # noqa: PLC0415 - pulls in PyFlink
@@ -74,6 +77,7 @@ def run(
         cql=cql,
         group_id=group_id,
         flush_interval_ms=flush_interval_ms,
+        idleness_ms=idle_timeout_ms,
         bounded=bounded,
         flink=FlinkSettings(
             parallelism=parallelism,

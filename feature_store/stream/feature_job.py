@@ -52,7 +52,10 @@ class JobConfig:
     group_id: str = "fstore-features"
     flush_interval_ms: int = 250
     cached_keys: int = 100_000  # decoded tiles kept in memory per operator (write-through)
-    idleness_ms: int = 10_000
+    # 0 = no idleness: a partition without data holds the watermark back (so nothing is judged
+    # late). Idleness is opt-in because under backpressure (catching up after a restore) Flink can
+    # mark a busy partition idle, let the watermark run ahead and dead-letter in-order events.
+    idleness_ms: int = 0
     write_concurrency: int = 64
     bounded: bool = False  # stop at the offsets that exist at start (tests, backfills)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
@@ -270,6 +273,7 @@ def build(config: JobConfig) -> Any:
             continue
         table = f"src_{source_name}"
         bounded = "'scan.bounded.mode' = 'latest-offset'," if config.bounded else ""
+        idle = f"'scan.watermark.idle-timeout' = '{config.idleness_ms} ms'," if config.idleness_ms else ""
         # Watermarks come from the Kafka record timestamp, per partition, inside the JVM source:
         # producers set it to the event time (the generator and client do). The payload's
         # event time is what tiles use; the lateness check compares it with this watermark.
@@ -288,7 +292,7 @@ def build(config: JobConfig) -> Any:
                   'properties.group.id' = '{config.group_id}.{source_name}',
                   'scan.startup.mode' = 'group-offsets',
                   'properties.auto.offset.reset' = 'earliest',
-                  'scan.watermark.idle-timeout' = '{config.idleness_ms} ms',
+                  {idle}
                   {bounded}
                   'format' = 'raw'
                 )"""
