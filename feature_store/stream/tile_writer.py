@@ -16,7 +16,7 @@ from typing import Any, NamedTuple, Protocol
 from feature_store.adapters.avro_wire import DeadLetterReason, DecodeError, WireDecoder
 from feature_store.core.keys import KEY_SEP, entity_key_text
 from feature_store.core.model import FeatureView, Registry, Source
-from feature_store.core.predicates import Predicate, compile_predicate
+from feature_store.core.predicates import Predicate, compile_predicate, predicate_fields
 from feature_store.core.tiles import TileKey, TileState, ViewAggregator, tile_retention_ms
 
 _VERSION = struct.Struct(">q")
@@ -43,8 +43,6 @@ class DeadLetter(NamedTuple):
 
 def view_fields(view: FeatureView, source: Source) -> tuple[str, ...]:
     needed: set[str] = set()
-    from feature_store.core.predicates import predicate_fields  # noqa: PLC0415 - cheap, avoids a cycle
-
     for f in view.features:
         if f.input_field:
             needed.add(f.input_field)
