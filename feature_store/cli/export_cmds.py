@@ -83,15 +83,31 @@ def export(
     work_dir: Annotated[Path | None, typer.Option(help="Scratch folder (default: temporary).")] = None,
     engine: Annotated[
         str,
-        typer.Option(help="auto: vectorised where exact, else the core replay; replay: always the replay."),
+        typer.Option(
+            help="auto: vectorised where exact, else the core replay; replay: always the replay; "
+            "flink: the replay as a Flink batch job (same output)."
+        ),
     ] = "auto",
+    parallelism: Annotated[int, typer.Option(min=1, help="Flink parallelism (--engine flink).")] = 1,
+    buckets: Annotated[
+        int | None, typer.Option(min=1, help="Entity buckets per view (--engine flink; default: from sizes).")
+    ] = None,
 ) -> None:
     """Point-in-time features of a service for every spine row, as serving would have returned them."""
-    from feature_store.export.engine import ExportError, ExportOptions, prepare, run_export  # noqa: PLC0415
+    from feature_store.export.engine import (  # noqa: PLC0415
+        ExportError,
+        ExportOptions,
+        ExportSummary,
+        prepare,
+        run_export,
+    )
     from feature_store.export.spine import SpineError  # noqa: PLC0415
 
-    if engine not in ("auto", "replay"):
-        err.print(f"[red]error:[/] --engine must be auto or replay, not {engine!r}")
+    if engine not in ("auto", "replay", "flink"):
+        err.print(f"[red]error:[/] --engine must be auto, replay or flink, not {engine!r}")
+        raise typer.Exit(2)
+    if engine != "flink" and (parallelism != 1 or buckets is not None):
+        err.print("[red]error:[/] --parallelism and --buckets are options of --engine flink")
         raise typer.Exit(2)
     registry = load_cli_registry(store, version, registry_dir)
     options = ExportOptions(
@@ -112,7 +128,14 @@ def export(
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
     try:
         with RichProgress(err) as progress:
-            summary = run_export(prepared, out_file, options, progress)
+            summary: ExportSummary
+            if engine == "flink":
+                from feature_store.export.flink_batch import FlinkExportOptions, run_flink_export  # noqa: PLC0415
+
+                flink = FlinkExportOptions(parallelism=parallelism, buckets=buckets)
+                summary = run_flink_export(prepared, out_file, options, flink, progress)
+            else:
+                summary = run_export(prepared, out_file, options, progress)
     except SpineError as exc:  # a bad value found while streaming the spine, before any feature work
         err.print(f"[red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2) from exc

@@ -45,7 +45,7 @@ from feature_store.export.plan import (
     ViewJob,
     plan_export,
 )
-from feature_store.export.replay import ViewReplay, clamp_int64, history_ms
+from feature_store.export.replay import ReplayOutput, ViewReplay, clamp_int64, history_ms
 from feature_store.export.spine import (
     KEY_PREFIX,
     ROW_INDEX,
@@ -66,9 +66,11 @@ __all__ = [
     "ProgressSink",
     "SpineError",
     "arrow_type",
+    "assemble",
     "export",
     "output_fields",
     "prepare",
+    "replay_table",
     "run_export",
 ]
 
@@ -523,7 +525,25 @@ def _replay_bucket(
     output = replay.run(
         data[0], data[1], data[2:], rows.column(0).to_pylist(), rows.column(1).to_pylist(), raw=raw
     )
-    arrays: list[pa.Array] = [rows.column(2).combine_chunks()]
+    table = replay_table(columns, output, rows.column(2).combine_chunks(), event_times, raw=raw)
+    dest = folder / ("rest" if raw else "out")
+    dest.mkdir(exist_ok=True)
+    pq.write_table(table, dest / f"bucket-{bucket}.parquet")
+
+
+def replay_table(
+    columns: Sequence[OutputColumn],
+    output: ReplayOutput,
+    row_index: pa.Array,
+    event_times: bool,
+    *,
+    raw: bool = False,
+) -> pa.Table:
+    """A replay's results as a table: ``row_idx`` (the spine rows, in ``output``'s order), then
+    per column its value, status name (not ``raw``) and newest event time (``event_times``).
+
+    int64 values outside int64 become ``ERROR`` (:func:`clamp_int64`, in place)."""
+    arrays: list[pa.Array] = [row_index]
     names = [ROW_INDEX]
     for k, column in enumerate(columns):
         values, statuses = output.values[k], output.statuses[k]
@@ -537,9 +557,7 @@ def _replay_bucket(
         if event_times:
             arrays.append(pa.array(output.event_times[k], type=pa.int64()))
             names.append(column.event_time_name)
-    dest = folder / ("rest" if raw else "out")
-    dest.mkdir(exist_ok=True)
-    pq.write_table(pa.Table.from_arrays(arrays, names=names), dest / f"bucket-{bucket}.parquet")
+    return pa.Table.from_arrays(arrays, names=names)
 
 
 # --- assembling the output -------------------------------------------------------------------------
@@ -613,6 +631,25 @@ def _assemble(
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def assemble(
+    plan: ExportPlan,
+    spine: Spine,
+    compact_spine: CompactSpine,
+    results: Sequence[Path],
+    out: Path,
+    options: ExportOptions,
+    work: Path,
+    progress: ProgressSink | None = None,
+) -> None:
+    """Write the output as :func:`run_export` does, from per-view result folders (Parquet files
+    of ``row_idx`` and the view's columns, each spine row exactly once): for other engines."""
+    con = _connect(options, work)
+    try:
+        _assemble(con, plan, spine, compact_spine, results, out, progress or _NoProgress())
+    finally:
+        con.close()
 
 
 def export(
