@@ -58,11 +58,14 @@ def producer() -> Producer:
     return Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 20, "batch.num.messages": 10000})
 
 
-def produce_generated(registry: Registry, n: int, start_ms: int, rate: float, seed: int = 1) -> int:
+def produce_generated(
+    registry: Registry, n: int, start_ms: int, rate: float, seed: int = 1, sources: list[str] | None = None
+) -> int:
+    """Produce the generator's valid events (only those of ``sources`` if given); returns how many."""
     p = producer()
     sent = 0
     for ev in generate(registry, GeneratorConfig(seed=seed, rate=rate, start_ms=start_ms), max_events=n):
-        if ev.kind is not EventKind.VALID:
+        if ev.kind is not EventKind.VALID or (sources and ev.source not in sources):
             continue
         while True:
             try:
@@ -90,20 +93,72 @@ def setup_text() -> dict[str, Any]:
     }
 
 
+class TreeCpu:
+    """CPU seconds used by a process and all its descendants (polled from /proc: the Flink
+    JVM is a grandchild that the rusage of waited children does not cover)."""
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.seen: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._tick = os.sysconf("SC_CLK_TCK")
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _children(self) -> dict[int, list[int]]:
+        tree: dict[int, list[int]] = {}
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                try:
+                    ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                except (OSError, IndexError, ValueError):
+                    continue
+                tree.setdefault(ppid, []).append(int(entry.name))
+        return tree
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.5):
+            tree, todo = self._children(), [self.root]
+            while todo:
+                pid = todo.pop()
+                todo.extend(tree.get(pid, ()))
+                try:
+                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                except OSError:
+                    continue
+                self.seen[pid] = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
+
+    def stop(self) -> float:
+        self._stop.set()
+        self._thread.join()
+        return sum(self.seen.values())
+
+
+def _source_args(args: argparse.Namespace) -> list[str]:
+    return [a for s in args.source or () for a in ("--source", s)]
+
+
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     name = f"bj{uuid.uuid4().hex[:8]}"
     registry, _, _ = isolated(name)
     now = int(time.time() * 1000)
     # events over the last ~hour of event time, so tiles stay live
-    sent = produce_generated(registry, args.events, now - 3_000_000, rate=args.events / 3000)
+    rate = args.events / 3000
+    sent = produce_generated(registry, args.events, now - 3_000_000, rate=rate, sources=args.source)
     started = time.monotonic()
-    proc = subprocess.run(
-        job_cmd(name, "--bounded", "--checkpoint-interval-ms", "0"),
-        capture_output=True,
+    job = subprocess.Popen(
+        job_cmd(name, "--bounded", "--checkpoint-interval-ms", "0", *_source_args(args)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        check=False,
     )
+    tree_cpu = TreeCpu(job.pid)
+    stdout, stderr = job.communicate()
+    proc = subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "last-job-stderr.txt").write_text(stderr)
     wall = time.monotonic() - started
+    cpu = tree_cpu.stop()
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     net_ms = next(
@@ -114,10 +169,16 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "job_throughput",
         "setup": setup_text(),
         "events": sent,
+        "sources": args.source or "all",
         "wall_s": round(wall, 1),
         "events_per_s_wall": round(sent / wall),
         "job_net_runtime_s": None if net_ms is None else round(net_ms / 1000, 1),
         "events_per_s_net": None if not net_ms else round(sent / (net_ms / 1000)),
+        # CPU of the job's processes (driver + Flink JVM with its embedded Python), start-up
+        # included: less sensitive to other load on the machine than wall time
+        "job_cpu_s": round(cpu, 1),
+        "job_cpu_us_per_event": round(cpu / sent * 1e6),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
 
@@ -215,6 +276,7 @@ def main() -> None:
     sub = parser.add_subparsers(dest="what", required=True)
     t = sub.add_parser("throughput")
     t.add_argument("--events", type=int, default=200_000)
+    t.add_argument("--source", action="append", help="only these sources (repeatable; default: all)")
     f = sub.add_parser("freshness")
     f.add_argument("--rate", type=float, default=5000)
     f.add_argument("--seconds", type=float, default=60)

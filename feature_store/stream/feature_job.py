@@ -2,26 +2,31 @@
 
 Per source::
 
-    Kafka (raw bytes + partition/offset, Table API source)
-      -> RouteEvents   decode (Confluent wire format), filter, fan out per view  --> dead letters
-      -> watermarks    bounded out-of-orderness, idleness
+    Kafka (raw bytes + partition/offset, Table API source; watermarks per partition)
+      -> RouteEvents   decode (Confluent wire format), too late?, filter,        --> dead letters
+                       fan out per view
       -> key_by (view, entity)
-      -> WriteTiles    fold into tiles in keyed MapState; too-late events          --> dead letters
-                       every flush interval: write dirty tiles (absolute state, USING TIMESTAMP/TTL)
+      -> WriteTiles    fold into tiles in keyed MapState; every flush interval, write the
+                       key's dirty tiles as one single-partition batch (absolute state,
+                       USING TIMESTAMP/TTL), asynchronously, confirmed by a timer
     dead letters -> Kafka <source>.dlq (JSON with reason, origin and original bytes)
 
-Everything the job stores is absolute and versioned per tile, and dirty flags live in
-checkpointed state, so a restart from the last checkpoint rewrites identical cells.
+Everything the job stores is absolute and versioned per tile, and a key keeps a checkpointed
+timer until its writes are confirmed, so a restart from the last checkpoint rewrites identical
+cells and loses none.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
+
+from cassandra.query import BatchStatement, BatchType
 
 from feature_store.adapters.avro_wire import DeadLetterReason, dead_letter
 from feature_store.adapters.cql import CqlConfig
@@ -41,6 +46,10 @@ from feature_store.stream.tile_writer import (
 
 log = logging.getLogger(__name__)
 _END_OF_INPUT = (1 << 63) - 1
+# tiles of one key go out as single-partition batches up to this many payload bytes (below
+# Cassandra's batch_size_warn_threshold; ScyllaDB has the same knob); bigger tiles go alone
+_BATCH_BYTES = 4096
+_STALLED_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +65,7 @@ class JobConfig:
     # late). Idleness is opt-in because under backpressure (catching up after a restore) Flink can
     # mark a busy partition idle, let the watermark run ahead and dead-letter in-order events.
     idleness_ms: int = 0
-    write_concurrency: int = 64
+    write_concurrency: int = 256  # tile writes in flight per operator
     bounded: bool = False  # stop at the offsets that exist at start (tests, backfills)
     flink: FlinkSettings = field(default_factory=FlinkSettings)
 
@@ -93,17 +102,29 @@ def build(config: JobConfig) -> Any:
             self.dlq_counters = {r: group.counter(f"dead_letters_{r.value}") for r in DeadLetterReason}
             self.events = group.counter("events_in")
             self.rate = group.meter("events_per_second", time_span_in_seconds=10)
+            self.seen = 0
 
         def process_element(self, row: Any, ctx: Any) -> Iterator[Any]:
             assert self.router is not None
-            self.events.inc()
-            self.rate.mark_event()
-            result = self.router.route(bytes(row[0]), row[1], row[2])
+            self.seen += 1
+            if self.seen >= 1024:
+                self._report()
+            result = self.router.route(bytes(row[0]), row[1], row[2], ctx.timer_service().current_watermark())
             if isinstance(result, DeadLetter):
                 self.dlq_counters[result.reason].inc()
                 yield dlq_tag, _dlq_bytes(result, self.router.source.topic)
                 return
             yield from result
+
+        def _report(self) -> None:
+            # metric calls cross into the JVM: batch them (at most 1024 events behind)
+            self.events.inc(self.seen)
+            self.rate.mark_event(self.seen)
+            self.seen = 0
+
+        def close(self) -> None:
+            if self.seen:
+                self._report()
 
     class WriteTiles(KeyedProcessFunction):  # type: ignore[misc]
         """Folds events into tiles (keyed state) and writes dirty tiles every flush interval.
@@ -120,8 +141,6 @@ def build(config: JobConfig) -> Any:
             from feature_store.adapters.cql import make_cluster  # noqa: PLC0415
 
             source = registry.source(self.source_name)
-            self.topic = source.topic
-            self.allowed_lateness_ms = source.allowed_lateness_ms
             views = [v for v in registry.views if v.source == self.source_name]
             self.tiles_of = [ViewTiles(v, source) for v in views]
             self.tiles = runtime_context.get_map_state(
@@ -132,6 +151,10 @@ def build(config: JobConfig) -> Any:
             self.backing = _MapStateView(self.tiles)
             self.cache: OrderedDict[str, KeyTiles] = OrderedDict()
             self.dirty: dict[str, set[str] | None] = {}  # None: every tile of the key
+            self.inflight: dict[str, TileWrites] = {}  # writes sent, not yet confirmed
+            self.timer_at: dict[str, int] = {}  # the processing-time timer pending per key
+            self.end_armed: set[str] = set()  # keys with the end-of-input timer (bounded runs)
+            self.window = threading.BoundedSemaphore(config.write_concurrency)
             self.flushes = 0
             self.cluster = make_cluster(config.cql)
             self.session = self.cluster.connect(config.cql.keyspace)
@@ -143,7 +166,6 @@ def build(config: JobConfig) -> Any:
                 for v in views
             }
             group = runtime_context.get_metrics_group().add_group("source", self.source_name)
-            self.too_late = group.counter(f"dead_letters_{DeadLetterReason.TOO_LATE.value}")
             self.tiles_written = group.counter("tiles_written")
             self.write_errors = group.counter("write_errors")
             self.write_ms = group.distribution("write_batch_ms")
@@ -163,28 +185,7 @@ def build(config: JobConfig) -> Any:
                 self.cache.move_to_end(key)
             return tiles
 
-        def _schedule(self, ctx: Any) -> None:
-            at = ctx.timer_service().current_processing_time() + config.flush_interval_ms
-            ctx.timer_service().register_processing_time_timer(at)
-            if config.bounded:
-                # processing-time timers are dropped at the end of bounded input; the final
-                # watermark (Long.MAX_VALUE) fires this one, so nothing stays unwritten
-                ctx.timer_service().register_event_time_timer(_END_OF_INPUT)
-
-        def process_element(self, value: Routed, ctx: Any) -> Iterator[Any]:
-            watermark = ctx.timer_service().current_watermark()
-            if value.event_time_ms < watermark - self.allowed_lateness_ms:
-                self.too_late.inc()
-                late = DeadLetter(
-                    DeadLetterReason.TOO_LATE,
-                    f"event time {value.event_time_ms} is more than {self.allowed_lateness_ms} ms "
-                    f"behind the watermark {watermark}",
-                    value.payload,
-                    value.partition,
-                    value.offset,
-                )
-                yield dlq_tag, _dlq_bytes(late, self.topic)
-                return
+        def process_element(self, value: Routed, ctx: Any) -> Iterable[Any]:
             key = value.key
             index, _ = split_key(key)
             # first touch of a key in this operator's life (or since its eviction): its state may
@@ -192,9 +193,9 @@ def build(config: JobConfig) -> Any:
             fresh = key not in self.cache
             changed = self.tiles_of[index].apply(self._key_tiles(key), value.event_time_ms, value.fields)
             if not changed:
-                return
+                return ()
             if key not in self.dirty:
-                self._schedule(ctx)
+                self._arm(ctx, key, config.flush_interval_ms)
                 self.dirty[key] = None if fresh else set(changed)
             elif fresh:
                 self.dirty[key] = None
@@ -202,60 +203,116 @@ def build(config: JobConfig) -> Any:
                 dirty = self.dirty[key]
                 if dirty is not None:
                     dirty.update(changed)
+            return ()
 
         def on_timer(self, timestamp: int, ctx: Any) -> Iterable[Any]:
+            """Confirm this key's writes in flight, then write its dirty tiles asynchronously.
+
+            A key keeps a processing-time timer while it has dirty or unconfirmed tiles, and
+            timers are checkpointed: after a restore a timer fires for a key with nothing in
+            memory, which rewrites all its tiles (idempotent). So a checkpoint taken while writes
+            are in flight never loses them, and the task thread never waits on the store.
+            """
             key = ctx.get_current_key()
-            dirty = self.dirty.pop(key, None)
+            final = timestamp == _END_OF_INPUT  # bounded input ended: settle everything now
+            if not final:
+                self.timer_at.pop(key, None)
+            inflight = self.inflight.get(key)
+            if inflight is not None and not self._settle(key, inflight, final):
+                self._arm(ctx, key, config.flush_interval_ms)  # still in flight: look again soon
+                return []
+            if key in self.dirty:
+                wanted = self.dirty.pop(key)
+            elif key not in self.cache and inflight is None:
+                wanted = None  # a timer restored from a checkpoint: rewrite all tiles
+            else:
+                return []
             index, entity = split_key(key)
             view_tiles = self.tiles_of[index]
-            # None: all tiles (a timer restored from a checkpoint, or a key fresh in memory)
-            skeys = dirty if dirty is not None else set(self.tiles.keys())
-            if not skeys:
+            skeys = set(self.tiles.keys()) if wanted is None else wanted
+            writes = self._write(key, entity, view_tiles, skeys)
+            self.flushes += 1
+            if self.flushes % 16 == 0:  # now and then: drop tiles no window reads any more
+                watermark = ctx.timer_service().current_watermark()
+                self.watermark_lag_ms = max(0, int(time.time() * 1000) - watermark)
+                self._expire(key, view_tiles, watermark, set())
+            if final:
+                for attempt in range(5):
+                    writes.wait()
+                    self._account(writes)
+                    if not writes.failed:
+                        break
+                    time.sleep(0.2 * (attempt + 1))
+                    writes = self._write(key, entity, view_tiles, writes.failed)
+                else:
+                    raise RuntimeError(f"writing tiles of {key!r} failed: {writes.error}")
                 return []
+            self.inflight[key] = writes
+            self._arm(ctx, key, config.flush_interval_ms)
+            return []
+
+        def _settle(self, key: str, inflight: TileWrites, final: bool) -> bool:
+            """Account for a key's finished writes (failed tiles become dirty again)."""
+            if final:
+                inflight.wait()
+            elif inflight.stalled:
+                log.warning("tile writes of %r unanswered for %.0f s: writing them again", key, _STALLED_S)
+                inflight.failed.update(inflight.sent)
+            elif not inflight.done:
+                return False
+            del self.inflight[key]
+            self._account(inflight)
+            if inflight.failed:
+                retry = self.dirty.setdefault(key, set())
+                if retry is not None:
+                    retry.update(inflight.failed)
+            return True
+
+        def _write(self, key: str, entity: str, view_tiles: ViewTiles, skeys: set[str]) -> TileWrites:
             insert = self.inserts[view_tiles.view.name]
             entity_key = entity.encode()
             now_ms = int(time.time() * 1000)
-            pending = []
+            writes = TileWrites(self.window)
+            batch: list[tuple[str, tuple[Any, ...]]] = []
+            size = 0
             for skey in skeys:
                 packed = self.backing.get(skey)
                 if packed is None:
                     continue
                 tile = parse_tile_state_key(skey)
                 version, payload = unpack(packed)
-                params = (
-                    entity_key,
-                    tile[0],
-                    tile[1],
-                    payload,
-                    view_tiles.ttl_seconds(tile, now_ms),
-                    write_timestamp_us(tile, version),
+                if batch and size + len(payload) > _BATCH_BYTES:
+                    writes.start(self.session, insert, batch)
+                    batch, size = [], 0
+                ttl = view_tiles.ttl_seconds(tile, now_ms)
+                batch.append(
+                    (skey, (entity_key, tile[0], tile[1], payload, ttl, write_timestamp_us(tile, version)))
                 )
-                pending.append((skey, self.session.execute_async(insert, params)))
-            failed: set[str] = set()
-            started = time.monotonic()
-            for skey, future in pending:
-                try:
-                    future.result()
-                    self.tiles_written.inc()
-                except Exception as exc:  # store outage: keep it dirty and retry later
-                    failed.add(skey)
-                    self.write_errors.inc()
-                    log.warning("writing tile %s of %s failed: %s", skey, view_tiles.view.name, exc)
-            if pending:
-                self.write_ms.update(int((time.monotonic() - started) * 1000))
-            watermark = ctx.timer_service().current_watermark()
-            self.watermark_lag_ms = max(0, now_ms - watermark)
-            self.flushes += 1
-            if self.flushes % 16 == 0:  # drop tiles no window reads any more
-                self._expire(key, view_tiles, watermark, failed)
-            if failed:
-                retry = self.dirty.setdefault(key, set())
-                if retry is not None:
-                    retry.update(failed)
-                ctx.timer_service().register_processing_time_timer(
-                    ctx.timer_service().current_processing_time() + max(1000, config.flush_interval_ms)
-                )
-            return []
+                size += len(payload)
+            if batch:
+                writes.start(self.session, insert, batch)
+            writes.seal()
+            return writes
+
+        def _account(self, writes: TileWrites) -> None:
+            # metrics are touched on the task thread only (driver callbacks run elsewhere)
+            self.tiles_written.inc(writes.written)
+            if writes.failed:
+                self.write_errors.inc(len(writes.failed))
+            self.write_ms.update(writes.elapsed_ms)
+
+        def _arm(self, ctx: Any, key: str, delay_ms: int) -> None:
+            """Make sure ``key`` has a processing-time timer pending (at most one per key)."""
+            if key in self.timer_at:
+                return
+            at = int(time.time() * 1000) + delay_ms  # Flink's processing time is the wall clock
+            ctx.timer_service().register_processing_time_timer(at)
+            self.timer_at[key] = at
+            if config.bounded and key not in self.end_armed:
+                # processing-time timers are dropped at the end of bounded input; the final
+                # watermark (Long.MAX_VALUE) fires this one, so nothing stays unwritten
+                ctx.timer_service().register_event_time_timer(_END_OF_INPUT)
+                self.end_armed.add(key)
 
         def _expire(self, key: str, view_tiles: ViewTiles, watermark: int, keep: set[str]) -> None:
             cached = self.cache.get(key)
@@ -301,7 +358,7 @@ def build(config: JobConfig) -> Any:
         routed = raw.process(RouteEvents(source_name), output_type=Types.PICKLED_BYTE_ARRAY()).name(
             f"route-{source_name}"
         )
-        tiles = (
+        (
             routed.key_by(lambda r: r.key, key_type=Types.STRING())
             .process(WriteTiles(source_name), output_type=Types.PICKLED_BYTE_ARRAY())
             .name(f"tiles-{source_name}")
@@ -318,9 +375,7 @@ def build(config: JobConfig) -> Any:
             .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
             .build()
         )
-        routed.get_side_output(dlq_tag).union(tiles.get_side_output(dlq_tag)).sink_to(dlq_sink).name(
-            f"dlq-{source_name}"
-        )
+        routed.get_side_output(dlq_tag).sink_to(dlq_sink).name(f"dlq-{source_name}")
     return env
 
 
@@ -332,6 +387,107 @@ def _ByteArraySchema() -> Any:
     gateway = get_gateway()
     j_schema = gateway.jvm.org.apache.flink.api.common.serialization.ByteArraySchema()
     return SerializationSchema(j_serialization_schema=j_schema)
+
+
+class TileWrites:
+    """The tile writes of one key's flush: sent asynchronously, confirmed later by a timer.
+
+    ``window`` bounds the writes in flight across the operator (backpressure on the task
+    thread when the store is slow); driver callbacks run on the driver's event loop thread.
+    """
+
+    __slots__ = (
+        "_done",
+        "_lock",
+        "_sealed",
+        "_started",
+        "_window",
+        "elapsed_ms",
+        "error",
+        "failed",
+        "remaining",
+        "sent",
+        "written",
+    )
+
+    def __init__(self, window: threading.BoundedSemaphore) -> None:
+        self._window = window
+        self._lock = threading.Lock()
+        self._done = threading.Event()
+        self._sealed = False
+        self._started = time.monotonic()
+        self.remaining = 0
+        self.failed: set[str] = set()
+        self.sent: list[str] = []
+        self.error: BaseException | None = None
+        self.elapsed_ms = 0
+        self.written = 0
+
+    def start(self, session: Any, statement: Any, rows: list[tuple[str, tuple[Any, ...]]]) -> None:
+        """Send ``rows`` (tile state key, bound values) of one partition as one request: a lone
+        INSERT, or an UNLOGGED batch (single-partition: one mutation, applied atomically)."""
+        skeys = [skey for skey, _ in rows]
+        self.sent.extend(skeys)
+        self._window.acquire()
+        with self._lock:
+            self.remaining += 1
+        try:
+            if len(rows) == 1:
+                request = statement.bind(rows[0][1])
+            else:
+                request = BatchStatement(batch_type=BatchType.UNLOGGED)
+                for _, values in rows:
+                    request.add(statement, values)
+            # no per-request driver timer (a libev timer per write was ~10% of the job's
+            # Python time); the key's confirm timer gives up on writes older than _STALLED_S
+            future = session.execute_async(request, timeout=None)
+        except Exception as exc:  # e.g. no host available: the timer retries
+            self._finish(skeys, exc)
+            return
+        future.add_callbacks(self._ok, self._failed, callback_args=(len(skeys),), errback_args=(skeys,))
+
+    def seal(self) -> None:
+        """No more writes will start: the last callback (or this call) completes the batch."""
+        with self._lock:
+            self._sealed = True
+            if self.remaining == 0:
+                self._complete()
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    @property
+    def stalled(self) -> bool:
+        """Unanswered for too long (e.g. a node died mid-request): write the tiles again."""
+        return not self._done.is_set() and time.monotonic() - self._started > _STALLED_S
+
+    def wait(self) -> None:
+        self._done.wait()
+
+    def _ok(self, _rows: Any, count: int) -> None:
+        with self._lock:
+            self.written += count
+        self._finish([], None)
+
+    def _failed(self, exc: BaseException, skeys: list[str]) -> None:
+        self._finish(skeys, exc)
+
+    def _finish(self, skeys: list[str], exc: BaseException | None) -> None:
+        self._window.release()
+        with self._lock:
+            self.remaining -= 1
+            if exc is not None:
+                self.failed.update(skeys)
+                self.error = exc
+            if self._sealed and self.remaining == 0:
+                self._complete()
+
+    def _complete(self) -> None:
+        self.elapsed_ms = int((time.monotonic() - self._started) * 1000)
+        if self.error is not None:
+            log.warning("writing %d tile(s) failed, retrying: %s", len(self.failed), self.error)
+        self._done.set()
 
 
 class _MapStateView:

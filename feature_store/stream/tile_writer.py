@@ -20,17 +20,15 @@ from feature_store.core.predicates import Predicate, compile_predicate, predicat
 from feature_store.core.tiles import TileKey, TileState, ViewAggregator, tile_retention_ms
 
 _VERSION = struct.Struct(">q")
+NO_WATERMARK = -(1 << 63)  # Flink's watermark before the first one (Long.MIN_VALUE)
 
 
 class Routed(NamedTuple):
-    """One event for one feature view: what crosses the key_by shuffle."""
+    """One event for one feature view: what crosses the key_by shuffle (kept small)."""
 
     key: str  # f"{view index}\x1f{entity key}": the Flink key
     event_time_ms: int
     fields: dict[str, Any]  # only the fields this view reads
-    payload: bytes  # the original Kafka value, for the dead-letter topic if too late
-    partition: int
-    offset: int
 
 
 class DeadLetter(NamedTuple):
@@ -61,13 +59,18 @@ class EventRouter:
         types = {f.name: f.type for f in source.fields}
         self._filter: Predicate | None = compile_predicate(source.filter, types) if source.filter else None
         self._event_time = source.event_time_field
+        self._lateness_ms = source.allowed_lateness_ms
         self.views: tuple[FeatureView, ...] = tuple(v for v in registry.views if v.source == source_name)
         self._routes = tuple(
             (str(index), view.entity_key_fields, view_fields(view, source))
             for index, view in enumerate(self.views)
         )
 
-    def route(self, payload: bytes, partition: int, offset: int) -> list[Routed] | DeadLetter:
+    def route(
+        self, payload: bytes, partition: int, offset: int, watermark_ms: int = NO_WATERMARK
+    ) -> list[Routed] | DeadLetter:
+        """Route one record; events more than the allowed lateness behind ``watermark_ms`` are
+        dead-lettered once here (with the original bytes), before they fan out to views."""
         try:
             event = self._decoder.decode(payload)
         except DecodeError as exc:
@@ -77,6 +80,15 @@ class EventRouter:
             return DeadLetter(
                 DeadLetterReason.MISSING_EVENT_TIME,
                 f"field {self._event_time!r} is null",
+                payload,
+                partition,
+                offset,
+            )
+        if event_time < watermark_ms - self._lateness_ms:
+            return DeadLetter(
+                DeadLetterReason.TOO_LATE,
+                f"event time {event_time} is more than {self._lateness_ms} ms behind the watermark "
+                f"{watermark_ms}",
                 payload,
                 partition,
                 offset,
@@ -95,14 +107,7 @@ class EventRouter:
                     offset,
                 )
             routed.append(
-                Routed(
-                    index + KEY_SEP + entity_key_text(key),
-                    event_time,
-                    {f: event.get(f) for f in fields},
-                    payload,
-                    partition,
-                    offset,
-                )
+                Routed(index + KEY_SEP + entity_key_text(key), event_time, {f: event.get(f) for f in fields})
             )
         return routed
 

@@ -59,7 +59,21 @@ def test_router_keys_each_view_and_keeps_only_the_fields_it_reads(registry: Regi
     assert split_key(one.key) == (0, "t1")
     assert one.event_time_ms == 1000
     assert set(one.fields) <= {"super_like", "target_id"}
-    assert (one.partition, one.offset) == (1, 7)
+
+
+def test_router_dead_letters_a_too_late_event_once_with_its_origin(registry: Registry) -> None:
+    router = EventRouter(registry, "like")
+    lateness = registry.source("like").allowed_lateness_ms
+    payload = like_bytes(registry, like(1, 1000))
+
+    dead = router.route(payload, partition=1, offset=7, watermark_ms=1000 + lateness + 1)
+    on_time = router.route(payload, partition=1, offset=7, watermark_ms=1000 + lateness)
+
+    assert isinstance(dead, DeadLetter)
+    assert dead.reason is DeadLetterReason.TOO_LATE
+    assert (dead.payload, dead.partition, dead.offset) == (payload, 1, 7)
+    assert "behind the watermark" in dead.message
+    assert not isinstance(on_time, DeadLetter)
 
 
 def test_router_dead_letters_bad_bytes_with_their_origin(registry: Registry) -> None:
