@@ -98,7 +98,9 @@ def analyse_schema(raw: object) -> AvroSchemaInfo:
         parsed = cast(dict[str, Any], parse_schema(raw, named_schemas=named))
         canonical = to_parsing_canonical_form(raw)
     except Exception as exc:  # fastavro raises a zoo of exception types for bad schemas
-        raise AvroSchemaError(f"invalid Avro schema: {type(exc).__name__}: {exc}") from None
+        # one line: the parser quotes names from the file as they are (newlines and all)
+        detail = str(exc).encode("unicode_escape").decode("ascii")
+        raise AvroSchemaError(f"invalid Avro schema: {type(exc).__name__}: {detail}") from None
     fields: list[AvroField] = []
     seen: set[str] = set()
     for spec in parsed["fields"]:

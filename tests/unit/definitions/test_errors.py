@@ -307,6 +307,16 @@ def test_avro_schema_error(tmp_path: Path) -> None:
     assert_error(root2, "clicks.avsc", 1, 1, "must be a record")
 
 
+def test_avro_schema_error_stays_on_one_line(tmp_path: Path) -> None:
+    # the parser quotes the unknown type as written; a newline in it must not break the line
+    bad = '{"type": "record", "name": "Click", "fields": [{"name": "r", "type": "stri\\ng"}]}'
+    root = write_registry(tmp_path, {"clicks.avsc": bad})
+    [error] = [e for e in located(root) if e[0] == "clicks.avsc"]
+    assert "invalid Avro schema" in error[3]
+    assert "\n" not in error[3]
+    assert "stri\\ng" in error[3]
+
+
 def test_missing_project_file(tmp_path: Path) -> None:
     root = write_registry(tmp_path, {"feature_store.yaml": None})
     assert_error(root, "feature_store.yaml", 1, 1, "missing project file feature_store.yaml")
