@@ -3,7 +3,9 @@
 Wire format: magic byte 0, a 4-byte big-endian schema id, then the Avro binary
 body. Without a Schema Registry the id is the source's schema fingerprint (the
 first 4 bytes of the sha256 of the schema's canonical form), so producer and job
-agree through the applied registry alone.
+agree through the applied registry alone. With a Confluent-compatible Schema
+Registry configured, other ids are looked up there and decoded with that writer
+schema, resolved to the source's schema (see ``adapters.schema_registry``).
 
 Decoding reads logical types as their physical values (timestamp-millis stays an
 int of ms): the job works in integer milliseconds and skips datetime objects.
@@ -22,6 +24,7 @@ from typing import Any
 
 import fastavro
 
+from feature_store.adapters.schema_registry import SchemaRegistryClient
 from feature_store.core.model import Source
 
 MAGIC = 0
@@ -70,15 +73,60 @@ class _Known:
     schema: Any
 
 
+@dataclass(frozen=True, slots=True)
+class _Evolved:
+    """A writer schema from the Schema Registry, resolved to the source's schema on read."""
+
+    writer: Any
+
+
 class WireDecoder:
     """Decodes the events of one source; knows every registered schema id to tell mismatches apart."""
 
-    def __init__(self, source: Source, all_sources: tuple[Source, ...]) -> None:
+    def __init__(
+        self,
+        source: Source,
+        all_sources: tuple[Source, ...],
+        schema_registry: SchemaRegistryClient | None = None,
+    ) -> None:
         self._source = source.name
         self._known: dict[int, _Known] = {}
         for s in all_sources:
             parsed = fastavro.parse_schema(_strip_logical_types(json.loads(s.schema_json)))
             self._known[schema_id(s)] = _Known(s.name, parsed)
+        self._reader = self._known[schema_id(source)].schema
+        self._schema_registry = schema_registry
+        self._evolved: dict[int, _Evolved | DecodeError] = {}
+
+    def _from_schema_registry(self, sid: int) -> _Evolved:
+        """The writer schema of an id the applied registry does not know (cached, errors too)."""
+        cached = self._evolved.get(sid)
+        if cached is None:
+            cached = self._evolved[sid] = self._lookup(sid)
+        if isinstance(cached, DecodeError):
+            raise cached
+        return cached
+
+    def _lookup(self, sid: int) -> _Evolved | DecodeError:
+        if self._schema_registry is None:
+            return DecodeError(
+                DeadLetterReason.UNKNOWN_SCHEMA, f"schema id {sid} is not in the applied registry"
+            )
+        text = self._schema_registry.writer_schema(sid)
+        if text is None:
+            # not cached here: the registry may learn the id later (the client throttles asking)
+            raise DecodeError(
+                DeadLetterReason.UNKNOWN_SCHEMA,
+                f"schema id {sid} is neither in the applied registry nor an Avro schema in the schema "
+                f"registry {self._schema_registry.base_url}",
+            )
+        try:
+            writer = fastavro.parse_schema(_strip_logical_types(json.loads(text)))
+        except Exception as exc:  # any parse failure: the id's schema is unusable here
+            return DecodeError(
+                DeadLetterReason.SCHEMA_MISMATCH, f"schema id {sid}: unusable writer schema ({exc})"
+            )
+        return _Evolved(writer)
 
     def decode(self, data: bytes) -> dict[str, Any]:
         if len(data) < _HEADER.size or data[0] != MAGIC:
@@ -87,19 +135,26 @@ class WireDecoder:
             )
         sid = _HEADER.unpack_from(data)[1]
         known = self._known.get(sid)
+        reader: Any = None  # the writer's own schema: ids of the applied registry
         if known is None:
-            raise DecodeError(
-                DeadLetterReason.UNKNOWN_SCHEMA, f"schema id {sid} is not in the applied registry"
-            )
-        if known.source != self._source:
+            writer: Any = self._from_schema_registry(sid).writer
+            reader = self._reader
+        elif known.source != self._source:
             raise DecodeError(
                 DeadLetterReason.SCHEMA_MISMATCH,
                 f"schema id {sid} belongs to source {known.source!r}, not {self._source!r}",
             )
+        else:
+            writer = known.schema
         buf = io.BytesIO(data)
         buf.seek(_HEADER.size)
         try:
-            record = fastavro.schemaless_reader(buf, known.schema, None)
+            record = fastavro.schemaless_reader(buf, writer, reader)
+        except fastavro.read.SchemaResolutionError as exc:
+            raise DecodeError(
+                DeadLetterReason.SCHEMA_MISMATCH,
+                f"schema id {sid} cannot be read as source {self._source!r}: {exc}",
+            ) from exc
         except Exception as exc:  # fastavro raises many types on corrupt input
             raise DecodeError(DeadLetterReason.UNDECODABLE, f"{type(exc).__name__}: {exc}") from exc
         if buf.tell() != len(data):

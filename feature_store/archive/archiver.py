@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from feature_store.adapters.avro_wire import DecodeError, WireDecoder, read_dead_letter
+from feature_store.adapters.schema_registry import SchemaRegistryClient, SchemaRegistryConfig
 from feature_store.archive import layout
 from feature_store.archive.schema import DEAD_LETTER_SCHEMA, EventSchema, dead_letter_table
 from feature_store.core.model import Registry, Source
@@ -48,6 +49,7 @@ class ArchiveConfig:
     poll_batch: int = 2000
     poll_timeout_s: float = 0.5
     metadata_timeout_s: float = 15.0
+    schema_registry: SchemaRegistryConfig | None = None  # for ids the applied registry lacks
 
 
 @dataclass(slots=True)
@@ -100,9 +102,10 @@ class Archiver:
         self._factory = consumer_factory
         self._roles: dict[str, list[_Role]] = {}
         registry = config.registry
+        schemas = SchemaRegistryClient(config.schema_registry) if config.schema_registry else None
         for name in config.sources:
             source = registry.source(name)
-            decoder = WireDecoder(source, registry.sources)
+            decoder = WireDecoder(source, registry.sources, schemas)
             schema = EventSchema(source)
             self._roles.setdefault(source.topic, []).append(_Role(source, False, decoder, schema))
             if config.dead_letters and source.dead_letter_topic:

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from feature_store.cli.options import SchemaRegistryUrl, schema_registry_config
 from feature_store.core.model import Registry
 
 app = typer.Typer(help="The Parquet event archive (input of `fstore export`).", no_args_is_help=True)
@@ -76,6 +77,7 @@ def run(
         float, typer.Option(min=0.1, help="Seconds between flushes (and offset commits).")
     ] = 30.0,
     dead_letters: Annotated[bool, typer.Option(help="Also archive the dead-letter topics.")] = True,
+    schema_registry: SchemaRegistryUrl = None,
 ) -> None:
     """Consume the sources' topics and write `<out>/source=S/date=D/part-P-FIRST-LAST.parquet`."""
     from feature_store.archive.archiver import ArchiveConfig, Archiver  # noqa: PLC0415
@@ -98,6 +100,7 @@ def run(
         max_rows=max_rows,
         flush_interval_s=flush_interval_s,
         dead_letters=dead_letters,
+        schema_registry=schema_registry_config(schema_registry, err),
     )
     archiver = Archiver(config)
     stop = threading.Event()

@@ -10,6 +10,7 @@ from rich.console import Console
 
 from feature_store.adapters.cql import CqlConfig
 from feature_store.bootstrap import LOCAL_STORE_URL, kafka_bootstrap
+from feature_store.cli.options import SchemaRegistryUrl, schema_registry_config
 from feature_store.definitions.apply import load_applied
 from feature_store.definitions.stores import StoreUrlError, open_registry_store, resolve_store_url
 from feature_store.stream.environment import FlinkSettings
@@ -45,6 +46,7 @@ def run(
     idle_timeout_ms: Annotated[
         int, typer.Option(help="Mark a Kafka partition idle after this long without data (0 = never).")
     ] = 0,
+    schema_registry: SchemaRegistryUrl = None,
 ) -> None:
     """Run the feature job for the registry's sources on the local MiniCluster (or in a cluster)."""
     from feature_store.stream.feature_job import JobConfig  # noqa: PLC0415 - pulls in PyFlink
@@ -69,6 +71,7 @@ def run(
     if unknown:
         err.print(f"[red]unknown source(s): {', '.join(unknown)}[/]")
         raise typer.Exit(2)
+    schemas = schema_registry_config(schema_registry, err)
     ckpt = checkpoint_dir.resolve().as_uri() if checkpoint_dir else None
     config = JobConfig(
         registry=registry,
@@ -79,6 +82,7 @@ def run(
         flush_interval_ms=flush_interval_ms,
         idleness_ms=idle_timeout_ms,
         bounded=bounded,
+        schema_registry=schemas,
         flink=FlinkSettings(
             parallelism=parallelism,
             execution_mode=execution_mode,

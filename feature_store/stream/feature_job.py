@@ -30,6 +30,7 @@ from cassandra.query import BatchStatement, BatchType
 
 from feature_store.adapters.avro_wire import DeadLetterReason, dead_letter
 from feature_store.adapters.cql import CqlConfig
+from feature_store.adapters.schema_registry import SchemaRegistryClient, SchemaRegistryConfig
 from feature_store.core.model import Registry
 from feature_store.stream.environment import FlinkSettings, create_environment
 from feature_store.stream.tile_writer import (
@@ -67,6 +68,7 @@ class JobConfig:
     idleness_ms: int = 0
     write_concurrency: int = 256  # tile writes in flight per operator
     bounded: bool = False  # stop at the offsets that exist at start (tests, backfills)
+    schema_registry: SchemaRegistryConfig | None = None  # for schema ids the applied registry lacks
     flink: FlinkSettings = field(default_factory=FlinkSettings)
 
 
@@ -97,7 +99,8 @@ def build(config: JobConfig) -> Any:
             self.router: EventRouter | None = None
 
         def open(self, runtime_context: Any) -> None:
-            self.router = EventRouter(registry, self.source_name)
+            schemas = SchemaRegistryClient(config.schema_registry) if config.schema_registry else None
+            self.router = EventRouter(registry, self.source_name, schemas)
             group = runtime_context.get_metrics_group().add_group("source", self.source_name)
             self.dlq_counters = {r: group.counter(f"dead_letters_{r.value}") for r in DeadLetterReason}
             self.events = group.counter("events_in")

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from typing import Any, NamedTuple, Protocol
 
 from feature_store.adapters.avro_wire import DeadLetterReason, DecodeError, WireDecoder
+from feature_store.adapters.schema_registry import SchemaRegistryClient
 from feature_store.core.keys import KEY_SEP, entity_key_text
 from feature_store.core.model import FeatureView, Registry, Source
 from feature_store.core.predicates import Predicate, compile_predicate, predicate_fields
@@ -52,10 +53,12 @@ def view_fields(view: FeatureView, source: Source) -> tuple[str, ...]:
 class EventRouter:
     """Decode, filter and fan out the events of one source to its feature views."""
 
-    def __init__(self, registry: Registry, source_name: str) -> None:
+    def __init__(
+        self, registry: Registry, source_name: str, schema_registry: SchemaRegistryClient | None = None
+    ) -> None:
         source = registry.source(source_name)
         self.source = source
-        self._decoder = WireDecoder(source, registry.sources)
+        self._decoder = WireDecoder(source, registry.sources, schema_registry)
         types = {f.name: f.type for f in source.fields}
         self._filter: Predicate | None = compile_predicate(source.filter, types) if source.filter else None
         self._event_time = source.event_time_field
