@@ -189,7 +189,8 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
     registry, cql, session = isolated(name)
     like = registry.source("like")
     select = session.prepare(
-        f"SELECT tile_start_ms FROM {cql.keyspace}.fv_user_likes_received WHERE entity_key = ?"
+        f"SELECT tile_start_ms FROM {cql.keyspace}.fe_user"
+        " WHERE entity_key = ? AND feature_view = 'user_likes_received'"
     )
     job = subprocess.Popen(
         job_cmd(name, "--checkpoint-interval-ms", "10000"),

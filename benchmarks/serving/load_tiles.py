@@ -56,10 +56,11 @@ def load(
             for view in registry.views_of_source(source.name):
                 stmt = session.prepare(
                     f"INSERT INTO {keyspace}.{view.table}"
-                    " (entity_key, granularity_ms, tile_start_ms, payload) VALUES (?, ?, ?, ?)"
+                    " (entity_key, feature_view, granularity_ms, tile_start_ms, payload)"
+                    " VALUES (?, ?, ?, ?, ?)"
                 )
                 params = [
-                    (key, g, start, payload)
+                    (key, view.name, g, start, payload)
                     for key, tiles in tiles_from_events(registry, view.name, events).items()
                     for (g, start), payload in tiles.items()
                 ]

@@ -173,7 +173,9 @@ class FeatureView:
 
     @property
     def table(self) -> str:
-        return f"fv_{self.name}"
+        """The online-store table: one per entity, so one partition holds all of an entity's
+        views (a look-up of many views is one partition read); rows are keyed by view name."""
+        return f"fe_{self.entity}"
 
     @property
     def granularities_ms(self) -> tuple[int, ...]:

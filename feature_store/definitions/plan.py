@@ -430,7 +430,10 @@ def _view_removed(view: FeatureView) -> Change:
         view.name,
         Action.REMOVE,
         Level.BREAKING,
-        (f"drops table {view.table} and its {len(served)} served features",),
+        (
+            f"stops serving its {len(served)} features; its tiles in {view.table} are no longer written "
+            "(windowed tiles expire by TTL, lifetime tiles stay until deleted)",
+        ),
         "clients that read its features get errors, and its aggregates are lost",
         "remove its features from every service first; apply with --allow-breaking once no client reads it",
     )

@@ -16,7 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidato
 from feature_store.definitions.durations import Duration, parse_duration
 
 MAX_NAME_LENGTH = 48  # Cassandra's limit for keyspace and table names
-VIEW_TABLE_PREFIX = "fv_"
+ENTITY_TABLE_PREFIX = "fe_"  # the online store keeps one table per entity (core.model.FeatureView.table)
 _NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _TOPIC = re.compile(r"^[A-Za-z0-9._-]{1,249}$")
 
@@ -49,8 +49,8 @@ def check_name(value: str, *, max_length: int = MAX_NAME_LENGTH) -> str:
     return value
 
 
-def _check_view_name(value: str) -> str:
-    return check_name(value, max_length=MAX_NAME_LENGTH - len(VIEW_TABLE_PREFIX))
+def _check_entity_name(value: str) -> str:
+    return check_name(value, max_length=MAX_NAME_LENGTH - len(ENTITY_TABLE_PREFIX))
 
 
 def _check_topic(value: str) -> str:
@@ -70,7 +70,7 @@ def _duration_or_zero(value: object) -> Duration:
 
 
 Name = Annotated[str, AfterValidator(check_name)]
-ViewName = Annotated[str, AfterValidator(_check_view_name)]
+EntityName = Annotated[str, AfterValidator(_check_entity_name)]
 Topic = Annotated[str, AfterValidator(_check_topic)]
 PositiveDuration = Annotated[Duration, PlainValidator(_duration)]
 Delay = Annotated[Duration, PlainValidator(_duration_or_zero)]
@@ -106,7 +106,7 @@ class JoinKeySpec(Spec):
 
 
 class EntitySpec(Spec):
-    name: Name
+    name: EntityName
     join_keys: list[JoinKeySpec] = Field(min_length=1)
     description: str = ""
     owner: str = ""
@@ -173,7 +173,7 @@ class FeatureSpec(Spec):
 class FeatureViewHeaderSpec(Spec):
     """A feature view without its features (the compiler validates those one by one)."""
 
-    name: ViewName
+    name: Name
     entity: str = Field(min_length=1)
     source: str = Field(min_length=1)
     entity_keys: dict[str, str] | None = None  # entity join key -> source field; default: same names

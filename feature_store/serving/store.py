@@ -1,14 +1,17 @@
-"""The server's port to the online store: one asynchronous single-partition read per (view, entity).
+"""The server's port to the online store: asynchronous single-partition reads of an entity's tiles.
 
 :class:`TileReader` is what the request path needs: ``read(view, entity_key)`` returns an
-``asyncio.Future`` of the entity's tile rows, resolved on the server's event loop. Two
-implementations:
+``asyncio.Future`` of the entity's tile rows in that view, resolved on the server's event loop.
+Two implementations:
 
 - :class:`CqlTileReader`: the CQL store (ScyllaDB / Cassandra) through the driver's
-  ``execute_async``; the driver's ``ResponseFuture`` is bridged to asyncio with ``add_callbacks``
-  and ``loop.call_soon_threadsafe``. It connects in a background thread and keeps retrying, so
-  the server starts (NOT_SERVING) while the store is down and serves as soon as it answers; once
-  connected, the driver reconnects to nodes by itself.
+  ``execute_async``. Reads asked for in the same event-loop iteration are coalesced per
+  (entity table, entity key) into ONE partition read of all the views asked for
+  (``feature_view IN ?``): a request for 20 features of 10 views of one user is one store
+  read. The driver's ``ResponseFuture`` is bridged to asyncio with ``add_callbacks`` and a
+  batched ``loop.call_soon_threadsafe``. It connects in a background thread and keeps retrying,
+  so the server starts (NOT_SERVING) while the store is down and serves as soon as it answers;
+  once connected, the driver reconnects to nodes by itself.
 - :class:`InMemoryTileReader`: tiles held in a dict, for tests and to benchmark the server
   without a store. An integration test proves both return the same rows for the same tiles.
 """
@@ -74,6 +77,10 @@ class CqlTileReader:
         self._cluster: Any = None
         self._store: CqlOnlineStore | None = None
         self._views: dict[str, FeatureView] = {}
+        # reads asked for in this loop iteration: (table, entity key) -> view name -> futures
+        self._pending: dict[tuple[str, bytes], dict[str, list[asyncio.Future[TileRows]]]] = {}
+        self._flush_scheduled = False
+        self.partition_reads = 0
         self._lock = threading.Lock()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,7 +130,7 @@ class CqlTileReader:
     def prepare(self, views: Sequence[FeatureView]) -> None:
         with self._lock:
             for view in views:
-                self._views[view.table] = view
+                self._views[view.name] = view
             store = self._store
         if store is not None:
             store.prepare(tuple(views))
@@ -132,18 +139,37 @@ class CqlTileReader:
         loop = self._loop
         assert loop is not None, "start() the reader first"
         fut: asyncio.Future[TileRows] = loop.create_future()
-        store = self._store
-        if store is None:
+        if self._store is None:
             fut.set_exception(StoreUnavailable(f"online store not connected ({self.last_error})"))
             return fut
-        try:
-            response = store.read_tiles_async(view, entity_key)
-        except Exception as exc:  # e.g. NoHostAvailable raised synchronously
-            fut.set_exception(StoreUnavailable(f"{type(exc).__name__}: {exc}"))
-            return fut
-        assert self._completions is not None
-        _bridge(response, fut, self._completions)
+        waiting = self._pending.get((view.table, entity_key))
+        if waiting is None:
+            waiting = self._pending[(view.table, entity_key)] = {}
+            if not self._flush_scheduled:
+                self._flush_scheduled = True
+                loop.call_soon(self._flush)
+        waiting.setdefault(view.name, []).append(fut)
         return fut
+
+    def _flush(self) -> None:
+        """Issue one partition read per (table, entity key) asked for since the last flush."""
+        self._flush_scheduled = False
+        pending, self._pending = self._pending, {}
+        store, completions = self._store, self._completions
+        assert completions is not None
+        for (table, entity_key), waiting in pending.items():
+            if store is None:
+                error = StoreUnavailable(f"online store not connected ({self.last_error})")
+                completions.put_many([(f, error) for futs in waiting.values() for f in futs])
+                continue
+            try:
+                response = store.read_views_async(table, sorted(waiting), entity_key)
+            except Exception as exc:  # e.g. NoHostAvailable raised synchronously
+                error = StoreUnavailable(f"{type(exc).__name__}: {exc}")
+                completions.put_many([(f, error) for futs in waiting.values() for f in futs])
+                continue
+            self.partition_reads += 1
+            _bridge(response, waiting, completions)
 
     def close(self) -> None:
         self._closed.set()
@@ -167,9 +193,9 @@ class _Completions:
         self._lock = threading.Lock()
         self._scheduled = False
 
-    def put(self, fut: asyncio.Future[TileRows], outcome: TileRows | BaseException) -> None:
+    def put_many(self, items: list[tuple[asyncio.Future[TileRows], TileRows | BaseException]]) -> None:
         with self._lock:
-            self._items.append((fut, outcome))
+            self._items.extend(items)
             if self._scheduled:
                 return
             self._scheduled = True
@@ -188,19 +214,29 @@ class _Completions:
                 fut.set_result(outcome)
 
 
-def _bridge(response: Any, fut: asyncio.Future[TileRows], completions: _Completions) -> None:
-    """Resolve ``fut`` from a driver ResponseFuture (whose callbacks run on driver threads)."""
-    rows: TileRows = []
+def _bridge(
+    response: Any, waiting: dict[str, list[asyncio.Future[TileRows]]], completions: _Completions
+) -> None:
+    """Resolve every view's futures from one driver ResponseFuture (callbacks on driver threads).
+
+    Rows are (feature_view, granularity_ms, tile_start_ms, payload), grouped by view; a view
+    with no rows resolves to ``[]``.
+    """
+    by_view: dict[str, TileRows] = {name: [] for name in waiting}
 
     def on_rows(page: Iterable[Sequence[Any]]) -> None:
-        rows.extend(((r[0], r[1]), r[2]) for r in page)
+        for r in page:
+            rows = by_view.get(r[0])
+            if rows is not None:
+                rows.append(((r[1], r[2]), r[3]))
         if response.has_more_pages:
             response.start_fetching_next_page()
             return
-        completions.put(fut, rows)
+        completions.put_many([(f, by_view[name]) for name, futs in waiting.items() for f in futs])
 
     def on_error(exc: BaseException) -> None:
-        completions.put(fut, StoreUnavailable(f"{type(exc).__name__}: {exc}"))
+        error = StoreUnavailable(f"{type(exc).__name__}: {exc}")
+        completions.put_many([(f, error) for futs in waiting.values() for f in futs])
 
     response.add_callbacks(callback=on_rows, errback=on_error)
 
@@ -211,7 +247,7 @@ def _set_result(fut: asyncio.Future[TileRows], rows: TileRows) -> None:
 
 
 class InMemoryTileReader:
-    """Tiles in a dict keyed by (table, entity key); optional failures and delay for tests."""
+    """Tiles in a dict keyed by (view name, entity key); optional failures and delay for tests."""
 
     def __init__(
         self,
@@ -240,11 +276,11 @@ class InMemoryTileReader:
         pass
 
     def put(self, view: FeatureView, entity_key: bytes, key: TileKey, payload: bytes) -> None:
-        self._tiles.setdefault((view.table, entity_key), {})[key] = payload
+        self._tiles.setdefault((view.name, entity_key), {})[key] = payload
 
     def rows(self, view: FeatureView, entity_key: bytes) -> TileRows:
         """Rows in the CQL store's order: granularity ascending, tile start descending."""
-        tiles = self._tiles.get((view.table, entity_key), {})
+        tiles = self._tiles.get((view.name, entity_key), {})
         return sorted(tiles.items(), key=lambda kv: (kv[0][0], -kv[0][1]))
 
     def read(self, view: FeatureView, entity_key: bytes) -> asyncio.Future[TileRows]:

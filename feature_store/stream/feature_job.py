@@ -30,6 +30,7 @@ from cassandra.query import BatchStatement, BatchType
 
 from feature_store.adapters.avro_wire import DeadLetterReason, dead_letter
 from feature_store.adapters.cql import CqlConfig
+from feature_store.adapters.cql_online_store import insert_cql
 from feature_store.adapters.schema_registry import SchemaRegistryClient, SchemaRegistryConfig
 from feature_store.core.model import Registry
 from feature_store.stream.environment import FlinkSettings, create_environment
@@ -161,13 +162,7 @@ def build(config: JobConfig) -> Any:
             self.flushes = 0
             self.cluster = make_cluster(config.cql)
             self.session = self.cluster.connect(config.cql.keyspace)
-            self.inserts = {
-                v.name: self.session.prepare(
-                    f"INSERT INTO {v.table} (entity_key, granularity_ms, tile_start_ms, payload)"  # noqa: S608
-                    " VALUES (?, ?, ?, ?) USING TTL ? AND TIMESTAMP ?"
-                )
-                for v in views
-            }
+            self.inserts = {v.name: self.session.prepare(insert_cql(config.cql.keyspace, v)) for v in views}
             group = runtime_context.get_metrics_group().add_group("source", self.source_name)
             self.tiles_written = group.counter("tiles_written")
             self.write_errors = group.counter("write_errors")
@@ -233,7 +228,7 @@ def build(config: JobConfig) -> Any:
             index, entity = split_key(key)
             view_tiles = self.tiles_of[index]
             skeys = set(self.tiles.keys()) if wanted is None else wanted
-            writes = self._write(key, entity, view_tiles, skeys)
+            writes = self._write(entity, view_tiles, skeys)
             self.flushes += 1
             if self.flushes % 16 == 0:  # now and then: drop tiles no window reads any more
                 watermark = ctx.timer_service().current_watermark()
@@ -246,7 +241,7 @@ def build(config: JobConfig) -> Any:
                     if not writes.failed:
                         break
                     time.sleep(0.2 * (attempt + 1))
-                    writes = self._write(key, entity, view_tiles, writes.failed)
+                    writes = self._write(entity, view_tiles, writes.failed)
                 else:
                     raise RuntimeError(f"writing tiles of {key!r} failed: {writes.error}")
                 return []
@@ -271,8 +266,9 @@ def build(config: JobConfig) -> Any:
                     retry.update(inflight.failed)
             return True
 
-        def _write(self, key: str, entity: str, view_tiles: ViewTiles, skeys: set[str]) -> TileWrites:
-            insert = self.inserts[view_tiles.view.name]
+        def _write(self, entity: str, view_tiles: ViewTiles, skeys: set[str]) -> TileWrites:
+            view = view_tiles.view.name
+            insert = self.inserts[view]
             entity_key = entity.encode()
             now_ms = int(time.time() * 1000)
             writes = TileWrites(self.window)
@@ -289,7 +285,10 @@ def build(config: JobConfig) -> Any:
                     batch, size = [], 0
                 ttl = view_tiles.ttl_seconds(tile, now_ms)
                 batch.append(
-                    (skey, (entity_key, tile[0], tile[1], payload, ttl, write_timestamp_us(tile, version)))
+                    (
+                        skey,
+                        (entity_key, view, tile[0], tile[1], payload, ttl, write_timestamp_us(tile, version)),
+                    )
                 )
                 size += len(payload)
             if batch:

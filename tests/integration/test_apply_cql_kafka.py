@@ -68,7 +68,7 @@ def test_apply_creates_tables_topics_and_a_numbered_snapshot(
         }
     finally:
         cluster.shutdown()
-    assert {"registry_versions", "fv_user_likes_received", "fv_pair_calls"} <= tables
+    assert {"registry_versions", "fe_user", "fe_user_pair"} <= tables
     history = fstore("history", "--json", env=env)
     assert '"version": 1' in history.output
 

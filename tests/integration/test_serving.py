@@ -24,7 +24,7 @@ from feature_store.core.model import FeatureRef, FeatureService
 from feature_store.definitions.apply import apply_registry
 from feature_store.serving.client import FeatureClient, FeatureServingError
 from feature_store.serving.server import SERVICE_NAME
-from feature_store.serving.store import InMemoryTileReader
+from feature_store.serving.store import CqlTileReader, InMemoryTileReader
 from feature_store.serving.testing import (
     ManualClock,
     ServerThread,
@@ -65,12 +65,12 @@ def events(iso: Isolated) -> dict[str, list[dict[str, Any]]]:
             view.table,
             iso.session.prepare(
                 f"INSERT INTO {iso.cql.keyspace}.{view.table}"
-                " (entity_key, granularity_ms, tile_start_ms, payload) VALUES (?, ?, ?, ?)"
+                " (entity_key, feature_view, granularity_ms, tile_start_ms, payload) VALUES (?, ?, ?, ?, ?)"
             ),
         )
         for key, tiles in tiles_from_events(registry, view.name, out[view.source]).items():
             for (g, start), payload in tiles.items():
-                iso.session.execute(stmt, (key, g, start, payload))
+                iso.session.execute(stmt, (key, view.name, g, start, payload))
     return out
 
 
@@ -185,6 +185,23 @@ def test_the_in_memory_fake_serves_exactly_what_the_cql_reader_serves(
                 from_cql = b.get_online_features(service, entities=entities)
                 assert from_fake == from_cql, service
     assert fake.reads > 0
+
+
+def test_a_lookup_reads_one_partition_per_entity_whatever_the_views(
+    iso: Isolated, events: dict[str, list[dict[str, Any]]], clock: ManualClock
+) -> None:
+    reader = CqlTileReader(iso.cql)
+    service = iso.registry.service("ranking_v1")
+    views = {ref.view for ref in service.features}
+    assert len(views) > 1
+    assert {iso.registry.view(v).entity for v in views} == {"user"}
+    settings = test_settings(registry_store=iso.store_url)
+    with ServerThread(settings, reader=reader, clock=clock) as st, FeatureClient(st.target) as client:
+        st.wait_serving()
+        before = reader.partition_reads
+        result = client.get_online_features("ranking_v1", entities={"user_id": USERS})
+        assert reader.partition_reads - before == len(USERS)  # not len(USERS) * len(views)
+    check_equal_to_core(iso, {**events, "like": []}, result, [{"user_id": u} for u in USERS], NOW)
 
 
 def test_health_and_reflection(server: ServerThread) -> None:

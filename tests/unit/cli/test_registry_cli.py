@@ -216,7 +216,7 @@ def test_list_and_describe_local(reg: Path) -> None:
     assert "user_clicks:spend_7d" in run("list", "features", "-r", str(reg)).stdout
     view = run("describe", "view", "user_clicks", "-r", str(reg))
     assert view.exit_code == 0
-    assert "fv_user_clicks" in view.stdout
+    assert "fe_user" in view.stdout
     feature = json.loads(run("describe", "feature", "user_clicks:spend_7d", "-r", str(reg), "--json").stdout)
     assert feature["aggregation"] == "sum"
     assert feature["used_by"] == ["svc"]

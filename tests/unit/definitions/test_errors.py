@@ -153,11 +153,11 @@ def assert_error(root: Path, file: str, line: int, column: int, fragment: str) -
             id="bad-identifier",
         ),
         pytest.param(
-            [("  - name: user_clicks", "  - name: " + "v" * 46)],
-            11,
+            [("entities:\n  - name: user\n", "entities:\n  - name: " + "u" * 46 + "\n")],
+            2,
             11,
             "is 46 characters long, the maximum is 45",
-            id="view-name-too-long-for-cql-table",
+            id="entity-name-too-long-for-cql-table",
         ),
         pytest.param([("  - name: svc", "  - name: table")], 24, 11, "reserved word", id="reserved-word"),
         pytest.param(
