@@ -192,10 +192,12 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
         f"SELECT tile_start_ms FROM {cql.keyspace}.fe_user"
         " WHERE entity_key = ? AND feature_view = 'user_likes_received'"
     )
+    OUT.mkdir(parents=True, exist_ok=True)
+    job_log = (OUT / "last-freshness-job.log").open("w")
     job = subprocess.Popen(
         job_cmd(name, "--checkpoint-interval-ms", "10000"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=job_log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     stop = threading.Event()
@@ -222,16 +224,12 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
 
     schema = fastavro.parse_schema(_strip_logical_types(json.loads(like.schema_json)))
     latencies: list[float] = []
+    i = 0
     try:
-        time.sleep(20)  # the job starts (MiniCluster, Python workers)
-        loader = threading.Thread(target=load, daemon=True)
-        loader.start()
-        time.sleep(5)
         p = producer()
-        deadline = time.monotonic() + args.seconds
-        i = 0
-        while time.monotonic() < deadline:
-            target = f"probe-{name}-{i}"
+
+        def probe(target: str, timeout_s: float) -> float | None:
+            """Produce a like for a fresh target; ms until its tile is readable (None: timed out)."""
             now = int(time.time() * 1000)
             record = {
                 "event_id": target,
@@ -243,11 +241,26 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
             sent_at = time.monotonic()
             p.produce(like.topic, key=b"prober", value=encode(schema, schema_id(like), record), timestamp=now)
             p.flush(5)
-            while time.monotonic() - sent_at < 30:
+            while time.monotonic() - sent_at < timeout_s:
                 if session.execute(select, (target.encode(),)).one() is not None:
-                    latencies.append((time.monotonic() - sent_at) * 1000)
-                    break
+                    return (time.monotonic() - sent_at) * 1000
                 time.sleep(0.005)
+            return None
+
+        # the job is up once a warm-up probe comes through (start-up takes 20-90 s under load)
+        started = time.monotonic()
+        while probe(f"warmup-{name}-{int(time.monotonic())}", 5) is None:
+            if time.monotonic() - started > 240:
+                raise SystemExit("the job did not start consuming within 240 s")
+        loader = threading.Thread(target=load, daemon=True)
+        loader.start()
+        time.sleep(5)
+        deadline = time.monotonic() + args.seconds
+        i = 0
+        while time.monotonic() < deadline:
+            took = probe(f"probe-{name}-{i}", 30)
+            if took is not None:
+                latencies.append(took)
             i += 1
             time.sleep(0.2)
     finally:
@@ -264,6 +277,8 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
         "setup": setup_text()
         | {"background_rate": args.rate, "probe_interval_ms": 200, "flush_interval_ms": 250},
         "probes": len(latencies),
+        "probes_timed_out_30s": i - len(latencies),
+        "load_avg_1m": round(os.getloadavg()[0], 2),
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
         "p99_ms": round(q[98], 1),
         "max_ms": round(max(latencies), 1) if latencies else None,
