@@ -18,13 +18,14 @@ Memory: DuckDB spills to the work folder; Python holds one bucket of one view at
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -228,6 +229,27 @@ def _connect(options: ExportOptions, work: Path) -> duckdb.DuckDBPyConnection:
 # --- the export ------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def export_run(
+    prepared: Prepared, out: Path, options: ExportOptions
+) -> Iterator[tuple[ExportSummary, Path, CompactSpine]]:
+    """What every engine's run shares: a work folder (removed after, unless the caller chose it),
+    the summary (timed), and the compacted spine in the work folder."""
+    started = time.monotonic()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = options.work_dir or Path(tempfile.mkdtemp(prefix=".fstore-export-", dir=out.parent))
+    work.mkdir(parents=True, exist_ok=True)
+    summary = ExportSummary(out, 0, prepared.plan.output_names(), warnings=list(prepared.warnings))
+    try:
+        compact_spine = compact(prepared.spine, work / "spine.parquet")
+        summary.rows = compact_spine.rows
+        yield summary, work, compact_spine
+        summary.seconds = time.monotonic() - started
+    finally:
+        if options.work_dir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
 def run_export(
     prepared: Prepared,
     out: Path,
@@ -235,16 +257,9 @@ def run_export(
     progress: ProgressSink | None = None,
 ) -> ExportSummary:
     """Compute and write the export; the output appears atomically when complete."""
-    started = time.monotonic()
     sink = progress or _NoProgress()
     plan, spine = prepared.plan, prepared.spine
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = options.work_dir or Path(tempfile.mkdtemp(prefix=".fstore-export-", dir=out.parent))
-    work.mkdir(parents=True, exist_ok=True)
-    summary = ExportSummary(out, 0, plan.output_names(), warnings=list(prepared.warnings))
-    try:
-        compact_spine = compact(spine, work / "spine.parquet")
-        summary.rows = compact_spine.rows
+    with export_run(prepared, out, options) as (summary, work, compact_spine):
         con = _connect(options, work)
         try:
             results = []
@@ -259,10 +274,6 @@ def run_export(
             _assemble(con, plan, spine, compact_spine, results, out, sink)
         finally:
             con.close()
-    finally:
-        if options.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
-    summary.seconds = time.monotonic() - started
     return summary
 
 

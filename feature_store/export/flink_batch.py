@@ -31,8 +31,6 @@ exercised without Flink; the Flink functions are thin wrappers built in :func:`_
 from __future__ import annotations
 
 import math
-import shutil
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -55,11 +53,12 @@ from feature_store.export.engine import (
     ProgressSink,
     ViewStats,
     assemble,
+    export_run,
     replay_table,
 )
 from feature_store.export.plan import ExportPlan, ViewJob
 from feature_store.export.replay import ViewReplay, history_ms
-from feature_store.export.spine import KEY_PREFIX, ROW_INDEX, TIME, compact
+from feature_store.export.spine import KEY_PREFIX, ROW_INDEX, TIME
 
 __all__ = [
     "BucketReplayer",
@@ -333,13 +332,7 @@ def run_flink_export(
     started = time.monotonic()
     settings = flink or FlinkExportOptions()
     plan, spine = prepared.plan, prepared.spine
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = options.work_dir or Path(tempfile.mkdtemp(prefix=".fstore-export-", dir=out.parent))
-    work.mkdir(parents=True, exist_ok=True)
-    summary = ExportSummary(out, 0, plan.output_names(), warnings=list(prepared.warnings))
-    try:
-        compact_spine = compact(spine, work / "spine.parquet")
-        summary.rows = compact_spine.rows
+    with export_run(prepared, out, options) as (summary, work, compact_spine):
         results = [work / f"view{i}" / "out" for i in range(len(plan.views))]
         if compact_spine.rows:
             assert compact_spine.min_t is not None
@@ -377,10 +370,6 @@ def run_flink_export(
             for stats in summary.views.values():
                 stats.seconds = job_seconds
         assemble(plan, spine, compact_spine, results, out, options, work, progress)
-    finally:
-        if options.work_dir is None:
-            shutil.rmtree(work, ignore_errors=True)
-    summary.seconds = time.monotonic() - started
     return summary
 
 
