@@ -66,6 +66,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.common_feast import ensure_feast_venv
 from benchmarks.export import handwritten
 from feature_store.archive import layout
 from feature_store.archive.schema import EventSchema
@@ -76,8 +77,7 @@ from feature_store.export.plan import plan_export
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICE = "ranking_v1"
-FEAST_VENV = ROOT / ".stack" / "feast-venv"
-FEAST_PACKAGES = ("feast[duckdb]",)
+FEAST_EXTRAS = ("duckdb",)
 _FLUSH_ROWS = 200_000  # archived rows buffered per (source, partition, day) before a file is written
 _DATA_VERSION = 1
 
@@ -225,25 +225,6 @@ def feast_tables(
         for view in handwritten.VIEWS
     ]
     return views, float(done["seconds"])
-
-
-def ensure_feast_venv(venv: Path, upgrade: bool) -> Path:
-    """A venv with the latest Feast (never this project's venv: Feast's pins conflict with PyFlink)."""
-    python = venv / "bin" / "python"
-    probe = [str(python), "-c", "import feast, duckdb"]
-    if (
-        python.is_file()
-        and not upgrade
-        and subprocess.run(probe, check=False, capture_output=True).returncode == 0
-    ):
-        return python
-    if not python.is_file():
-        print(f"creating {venv} (python -m venv, pip install {' '.join(FEAST_PACKAGES)})", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(python), "-m", "pip", "install", "--quiet", "--upgrade"]
-    subprocess.run(pip + ["pip"], check=True)
-    subprocess.run(pip + list(FEAST_PACKAGES), check=True)
-    return python
 
 
 # --- running contenders ----------------------------------------------------------------------------
@@ -426,7 +407,7 @@ def main() -> None:
     for name in contenders:
         spec_path, result_path = out / f"{name}.spec.json", out / f"{name}.result.json"
         if name == "feast":
-            python = ensure_feast_venv(FEAST_VENV, args.feast_upgrade)
+            python = ensure_feast_venv(FEAST_EXTRAS, args.feast_upgrade)
             views, seconds = feast_tables(registry, data, args.memory_limit)
             extra["feast_tables"] = {"rows": sum(v["rows"] for v in views), "seconds": round(seconds, 1)}
             repo = out / f"feast_repo_{args.feast_store}"
