@@ -16,6 +16,7 @@ client sends yields INTERNAL: requests are parsed by a deserializer that never r
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import signal
@@ -368,44 +369,57 @@ class FeatureServingHandlers:
     async def _issue(
         self, plan: LookupPlan, group_keys: list[list[bytes]], deadline: float
     ) -> tuple[list[dict[bytes, asyncio.Future[TileRows]]], bool]:
-        """Start the reads (waiting for permits) and wait for their answers until ``deadline``."""
+        """Start the reads and wait for their answers until ``deadline``.
+
+        One permit of the read semaphore per (key group, entity key): the reads of all the
+        group's views for that key are asked for together (no await between them), so the
+        reader makes them one partition read, and the permit comes back when all have answered.
+        """
         loop = asyncio.get_running_loop()
         sem = self._sem
         reader = self._reader
         all_done: asyncio.Future[None] = loop.create_future()
-        pending = [0]
-        issued: list[dict[bytes, asyncio.Future[TileRows]]] = []
+        state = {"pending": 0, "issuing": True}
+        issued: list[dict[bytes, asyncio.Future[TileRows]]] = [{} for _ in plan.views]
+        members: dict[int, list[int]] = {}
+        for vi, vp in enumerate(plan.views):
+            members.setdefault(vp.key_group, []).append(vi)
 
-        def on_done(fut: asyncio.Future[TileRows]) -> None:
-            sem.release()
+        def finish_if_done() -> None:
+            if not state["issuing"] and state["pending"] == 0 and not all_done.done():
+                all_done.set_result(None)
+
+        def on_done(fut: asyncio.Future[TileRows], permit: list[int]) -> None:
             self._in_flight -= 1
             if not fut.cancelled():
                 fut.exception()  # mark retrieved: a request that gave up never looks at it
-            pending[0] -= 1
-            if pending[0] == 0 and not all_done.done():
-                all_done.set_result(None)
+            permit[0] -= 1
+            if permit[0] == 0:
+                sem.release()
+            state["pending"] -= 1
+            finish_if_done()
 
         try:
             async with asyncio.timeout_at(deadline):
-                for vp in plan.views:
-                    futures: dict[bytes, asyncio.Future[TileRows]] = {}
-                    issued.append(futures)
-                    view = vp.view
-                    for key in group_keys[vp.key_group]:
-                        if key in futures:
-                            continue
+                for group, view_indexes in members.items():
+                    for key in dict.fromkeys(group_keys[group]):
                         await sem.acquire()
-                        try:
-                            fut = reader.read(view, key)
-                        except BaseException:
-                            sem.release()
-                            raise
-                        self._in_flight += 1
-                        pending[0] += 1
-                        fut.add_done_callback(on_done)
-                        futures[key] = fut
-                if pending[0]:
-                    await all_done
+                        permit = [len(view_indexes)]
+                        for n, vi in enumerate(view_indexes):
+                            try:
+                                fut = reader.read(plan.views[vi].view, key)
+                            except BaseException:
+                                permit[0] -= len(view_indexes) - n  # these never start
+                                if permit[0] == 0:
+                                    sem.release()
+                                raise
+                            self._in_flight += 1
+                            state["pending"] += 1
+                            fut.add_done_callback(functools.partial(on_done, permit=permit))
+                            issued[vi][key] = fut
+                state["issuing"] = False
+                finish_if_done()
+                await all_done
         except TimeoutError:
             return issued, True
         return issued, False

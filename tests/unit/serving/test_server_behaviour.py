@@ -89,6 +89,30 @@ def test_one_failing_view_is_field_status_error_and_the_rest_is_served(
     assert result.values[0][calls] is None
 
 
+def test_a_batch_wider_than_the_read_limit_waits_for_every_read(
+    applied: tuple[FileRegistryStore, Registry], events: dict[str, list[dict[str, Any]]]
+) -> None:
+    # 8 users x the service's views, with 2 partition reads in flight at most and slow reads:
+    # the request must wait for permits and then for the reads issued after waiting
+    reader = make_reader(applied[1], events)
+    reader.delay_s = 0.01
+    st = start(applied, events, reader=reader, max_concurrent_reads=2)
+    users = {"user_id": [f"u{i}" for i in range(8)]}
+    try:
+        with FeatureClient(st.target) as client:
+            slow = client.get_online_features("ranking_v1", entities=users)
+    finally:
+        st.stop()
+    unlimited = start(applied, events)
+    try:
+        with FeatureClient(unlimited.target) as client:
+            fast = client.get_online_features("ranking_v1", entities=users)
+    finally:
+        unlimited.stop()
+    assert all(status != "ERROR" for row in slow.status_rows() for status in row.values())
+    assert slow == fast
+
+
 def test_a_hanging_view_is_served_as_error_at_the_server_deadline(
     applied: tuple[FileRegistryStore, Registry], events: dict[str, list[dict[str, Any]]]
 ) -> None:
