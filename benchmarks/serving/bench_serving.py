@@ -8,8 +8,8 @@ side by side at the same fixed rates, plus the floors, in one run and one JSON f
 Scenarios: ``1x20`` (1 entity x 20 features, 10 views) and ``100x50`` (100 entities x 50
 features, 12 views), with random entities among ``--entities`` per request. Tiles are loaded
 first (``load_tiles``), then our server starts in its own process (one process, gc tuned;
-defaults except ``deadline_ms`` 1500 and ``--max-concurrent-reads`` 4096: a 100x50 look-up takes
-1,200 read permits, more than the default 256). Answers with (entity, view) reads served as
+defaults except ``deadline_ms`` 1500; ``--max-concurrent-reads`` sets its partition-read permits,
+default the server's, 256: a 100x50 look-up takes 100). Answers with (entity, view) reads served as
 ERROR (``fstore_serving_field_errors_total``) make a rate unsustained, like failed requests.
 
 For each scenario the rates of ``--rates`` (1x20) / ``--rates-batch`` (100x50) are run in
@@ -132,9 +132,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--max-concurrent-reads",
         type=int,
-        default=4096,
-        help="our server's read permits (its default, 256, is below the 1,200 (view, entity) reads "
-        "of one 100x50 look-up: the look-up then waits on its own reads)",
+        default=None,
+        help="our server's partition-read permits (default: the server's, 256; one per entity)",
     )
     parser.add_argument("--floor-duration", type=float, default=5.0, help="seconds per floor run")
     parser.add_argument("--keep-stepping", action="store_true", help="run every rate, even past saturation")
