@@ -82,7 +82,9 @@ class ServeSettings(BaseSettings):
 
     # --- limits ------------------------------------------------------------------------------
     max_batch_size: int = Field(default=1000, ge=1)
-    max_concurrent_reads: int = Field(default=256, ge=1, description="partition reads (one per entity and entity table) in flight, server-wide")
+    max_concurrent_reads: int = Field(
+        default=256, ge=1, description="partition reads in flight, server-wide (one per entity and table)"
+    )
     max_concurrent_rpcs: int | None = Field(default=None, ge=1)
     deadline_ms: float = Field(default=200.0, gt=0, description="server-side cap on a look-up's time")
     deadline_margin_ms: float = Field(
