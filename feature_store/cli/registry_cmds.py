@@ -354,7 +354,10 @@ def _report_result(result: ApplyResult, as_json: bool, verb: str, done: str) -> 
     if snapshot is None:
         old = result.preview.old
         current = old.version if old is not None else "?"
-        console.print(Text(f"Nothing to {verb}: version {current} already has this content."))
+        repaired = (
+            " (the stores were repaired to match it: see the actions above)" if result.preview.actions else ""
+        )
+        console.print(Text(f"Nothing to {verb}: version {current} already has this content{repaired}."))
     else:
         console.print(Text(f"{done}: version {snapshot.version} ({snapshot.fingerprint[:12]})."))
 

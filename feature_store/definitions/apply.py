@@ -133,6 +133,11 @@ def _execute(
 ) -> ApplyResult:
     check_allowed(preview.plan, allow_breaking=allow_breaking)
     if preview.up_to_date:
+        if preview.actions:
+            # this content is applied, but the stores drifted from it (a table or topic removed
+            # by hand, or a new storage layout): repair them; the version history stays as it is
+            for target in targets:
+                target.apply(preview.old, preview.new)
         return ApplyResult(preview, None)
     for target in targets:
         target.apply(preview.old, preview.new)

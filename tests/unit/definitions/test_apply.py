@@ -102,6 +102,24 @@ def test_apply_same_content_is_a_no_op(store: FileRegistryStore, v1: Registry) -
     assert [s.version for s in store.history()] == [1]
 
 
+def test_applying_the_same_content_repairs_stores_that_drifted(
+    store: FileRegistryStore, v1: Registry
+) -> None:
+    apply_registry(store, v1, applied_by="a")
+
+    class Drifted(RecordingTarget):
+        def plan_changes(self, old: Registry | None, new: Registry) -> list[str]:
+            return ["create table fe_user"]  # e.g. dropped by hand, or a new storage layout
+
+    target = Drifted()
+    again = apply_registry(store, v1, [target], applied_by="a")
+    assert again.snapshot is None
+    assert again.preview.up_to_date
+    assert again.preview.actions == ("create table fe_user",)
+    assert [call[0] for call in target.calls] == [1]  # repaired against the applied version
+    assert [s.version for s in store.history()] == [1]
+
+
 def test_breaking_changes_are_refused_unless_allowed(
     store: FileRegistryStore, v1: Registry, breaking: Registry
 ) -> None:
