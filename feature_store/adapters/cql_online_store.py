@@ -61,10 +61,6 @@ class CqlOnlineStore:
         rows = self._session.execute(self._select_one(view.table), (entity_key, view.name))
         return [((r.granularity_ms, r.tile_start_ms), r.payload) for r in rows]
 
-    def read_tiles_async(self, view: FeatureView, entity_key: bytes) -> Any:
-        """A driver ResponseFuture; its rows are (granularity_ms, tile_start_ms, payload)."""
-        return self._session.execute_async(self._select_one(view.table), (entity_key, view.name))
-
     def read_views_async(self, table: str, view_names: list[str], entity_key: bytes) -> Any:
         """One partition read for several views of an entity (``view_names`` sorted, distinct):
         a driver ResponseFuture whose rows are (feature_view, granularity_ms, tile_start_ms,

@@ -340,7 +340,7 @@ class FeatureServingHandlers:
         ok = failed = 0
         first_error = "the online store did not answer in time" if timed_out else ""
         for vi, vp in enumerate(plan.views):
-            futures = issued[vi] if vi < len(issued) else {}
+            futures = issued[vi]
             resolved: dict[bytes, Resolved] = {}
             for key in group_keys[vp.key_group]:
                 if key in resolved:

@@ -134,8 +134,8 @@ def build(config: JobConfig) -> Any:
         """Folds events into tiles (keyed state) and writes dirty tiles every flush interval.
 
         State: ``tiles`` (MapState tile key -> packed version + tile) and processing-time
-        timers. Which tiles are dirty lives in memory only: a key whose timer fires with no
-        dirty set in memory (after a restore) rewrites all its tiles, which is idempotent.
+        timers. Which tiles are dirty or in flight lives in memory only: a key whose timer fires
+        with nothing in memory (after a restore) rewrites all its tiles, which is idempotent.
         """
 
         def __init__(self, source_name: str) -> None:
@@ -156,7 +156,7 @@ def build(config: JobConfig) -> Any:
             self.cache: OrderedDict[str, KeyTiles] = OrderedDict()
             self.dirty: dict[str, set[str] | None] = {}  # None: every tile of the key
             self.inflight: dict[str, TileWrites] = {}  # writes sent, not yet confirmed
-            self.timer_at: dict[str, int] = {}  # the processing-time timer pending per key
+            self.armed: set[str] = set()  # keys with a processing-time timer pending
             self.end_armed: set[str] = set()  # keys with the end-of-input timer (bounded runs)
             self.window = threading.BoundedSemaphore(config.write_concurrency)
             self.flushes = 0
@@ -214,7 +214,7 @@ def build(config: JobConfig) -> Any:
             key = ctx.get_current_key()
             final = timestamp == _END_OF_INPUT  # bounded input ended: settle everything now
             if not final:
-                self.timer_at.pop(key, None)
+                self.armed.discard(key)
             inflight = self.inflight.get(key)
             if inflight is not None and not self._settle(key, inflight, final):
                 self._arm(ctx, key, config.flush_interval_ms)  # still in flight: look again soon
@@ -233,7 +233,7 @@ def build(config: JobConfig) -> Any:
             if self.flushes % 16 == 0:  # now and then: drop tiles no window reads any more
                 watermark = ctx.timer_service().current_watermark()
                 self.watermark_lag_ms = max(0, int(time.time() * 1000) - watermark)
-                self._expire(key, view_tiles, watermark, set())
+                self._expire(key, view_tiles, watermark)
             if final:
                 for attempt in range(5):
                     writes.wait()
@@ -305,22 +305,22 @@ def build(config: JobConfig) -> Any:
 
         def _arm(self, ctx: Any, key: str, delay_ms: int) -> None:
             """Make sure ``key`` has a processing-time timer pending (at most one per key)."""
-            if key in self.timer_at:
+            if key in self.armed:
                 return
-            at = int(time.time() * 1000) + delay_ms  # Flink's processing time is the wall clock
-            ctx.timer_service().register_processing_time_timer(at)
-            self.timer_at[key] = at
+            # Flink's processing time is the wall clock: no JVM call to read it
+            ctx.timer_service().register_processing_time_timer(int(time.time() * 1000) + delay_ms)
+            self.armed.add(key)
             if config.bounded and key not in self.end_armed:
                 # processing-time timers are dropped at the end of bounded input; the final
                 # watermark (Long.MAX_VALUE) fires this one, so nothing stays unwritten
                 ctx.timer_service().register_event_time_timer(_END_OF_INPUT)
                 self.end_armed.add(key)
 
-        def _expire(self, key: str, view_tiles: ViewTiles, watermark: int, keep: set[str]) -> None:
+        def _expire(self, key: str, view_tiles: ViewTiles, watermark: int) -> None:
             cached = self.cache.get(key)
             for skey in list(self.tiles.keys()):
                 tile = parse_tile_state_key(skey)
-                if skey not in keep and view_tiles.expired(tile, watermark):
+                if view_tiles.expired(tile, watermark):
                     self.tiles.remove(skey)
                     if cached is not None:
                         cached.states[tile] = None
@@ -468,17 +468,16 @@ class TileWrites:
         self._done.wait()
 
     def _ok(self, _rows: Any, count: int) -> None:
-        with self._lock:
-            self.written += count
-        self._finish([], None)
+        self._finish([], None, count)
 
     def _failed(self, exc: BaseException, skeys: list[str]) -> None:
         self._finish(skeys, exc)
 
-    def _finish(self, skeys: list[str], exc: BaseException | None) -> None:
+    def _finish(self, skeys: list[str], exc: BaseException | None, written: int = 0) -> None:
         self._window.release()
         with self._lock:
             self.remaining -= 1
+            self.written += written
             if exc is not None:
                 self.failed.update(skeys)
                 self.error = exc
