@@ -74,15 +74,16 @@ def scrape(metrics_port: int) -> str:
 
 
 def server_side(metrics: str, service: str = "_refs") -> tuple[float, float]:
-    """(sum of seconds, count) of the server-side GetOnlineFeatures histogram for ``service``."""
+    """(sum of seconds, count) of the server-side GetOnlineFeatures histogram for ``service``,
+    summed over worker processes (``--workers``: one series per worker)."""
     total = count = 0.0
     for line in metrics.splitlines():
         if 'method="GetOnlineFeatures"' in line and f'feature_service="{service}"' in line:
             name, _, value = line.rpartition(" ")
             if name.startswith("fstore_serving_request_duration_seconds_sum"):
-                total = float(value)
+                total += float(value)
             elif name.startswith("fstore_serving_request_duration_seconds_count"):
-                count = float(value)
+                count += float(value)
     return total, count
 
 
@@ -135,6 +136,15 @@ def parse_args() -> argparse.Namespace:
         default=None,
         help="our server's partition-read permits (default: the server's, 256; one per entity)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=1, help="our server's processes on the port (fstore serve --workers)"
+    )
+    parser.add_argument(
+        "--connections",
+        type=int,
+        default=None,
+        help="ghz connections (default: 4 x workers, at most concurrency)",
+    )
     parser.add_argument("--floor-duration", type=float, default=5.0, help="seconds per floor run")
     parser.add_argument("--keep-stepping", action="store_true", help="run every rate, even past saturation")
     parser.add_argument("--check-entities", type=int, default=20, help="entities whose values are compared")
@@ -144,6 +154,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--feast-upgrade", action="store_true", help="pip install --upgrade feast first")
     parser.add_argument("--smoke", action="store_true", help="tiny and short: check the benchmark runs")
     args = parser.parse_args()
+    if args.connections is None:
+        args.connections = min(args.concurrency, 4 * args.workers)
     if args.smoke:
         args.entities, args.events_per_entity, args.duration, args.warmup = 100, 10, 3.0, 1.0
         args.floor_duration = 2.0
@@ -198,7 +210,9 @@ def main() -> None:
     all_refs = feature_refs(registry, max(s.features for s in scenarios))
 
     port, metrics_port = free_port(), free_port()
-    server = start_server(args.keyspace, port, metrics_port, args.cql_port, args.max_concurrent_reads)
+    server = start_server(
+        args.keyspace, port, metrics_port, args.cql_port, args.max_concurrent_reads, workers=args.workers
+    )
     target = f"127.0.0.1:{port}"
     feast = None
     try:
@@ -267,12 +281,12 @@ def run_scenario(
             if warmup:
                 run_ghz(
                     ghz, target, data, rps=rps, duration_s=warmup, concurrency=args.concurrency,
-                    timeout_s=args.timeout,
+                    connections=args.connections, timeout_s=args.timeout,
                 )  # fmt: skip
             before = scrape(metrics_port)
             measured = run_ghz(
                 ghz, target, data, rps=rps, duration_s=args.duration, concurrency=args.concurrency,
-                timeout_s=args.timeout,
+                connections=args.connections, timeout_s=args.timeout,
             )  # fmt: skip
             after = scrape(metrics_port)
             sum0, count0 = server_side(before)

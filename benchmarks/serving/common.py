@@ -383,10 +383,16 @@ def wait_http(url: str, proc: subprocess.Popen[bytes] | None = None, timeout_s: 
 
 
 def start_server(
-    keyspace: str, port: int, metrics_port: int, cql_port: int, max_concurrent_reads: int | None = None
+    keyspace: str,
+    port: int,
+    metrics_port: int,
+    cql_port: int,
+    max_concurrent_reads: int | None = None,
+    *,
+    workers: int = 1,
 ) -> subprocess.Popen[bytes]:
-    """``fstore serve`` in its own process (one process, defaults but deadline 1.5 s, no reload
-    and, if given, ``max_concurrent_reads``)."""
+    """``fstore serve`` in its own process(es) (``workers``; defaults but deadline 1.5 s, no
+    reload and, if given, ``max_concurrent_reads``)."""
     url = f"cql://127.0.0.1:{cql_port}/{keyspace}"
     env = {
         **os.environ,
@@ -397,6 +403,7 @@ def start_server(
         "FSTORE_SERVE_RELOAD_INTERVAL_S": "0",
         "FSTORE_SERVE_LOG_LEVEL": "WARNING",
         "FSTORE_SERVE_DEADLINE_MS": "1500",  # measure whole answers, also for 100x50 on 2 cores
+        "FSTORE_SERVE_WORKERS": str(workers),
     }
     if max_concurrent_reads is not None:
         env["FSTORE_SERVE_MAX_CONCURRENT_READS"] = str(max_concurrent_reads)

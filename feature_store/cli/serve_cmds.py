@@ -65,6 +65,12 @@ def serve(
     reload_interval: Annotated[
         float | None, typer.Option(help="Registry poll period in seconds; 0 disables (default 10).")
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Server processes sharing the port (SO_REUSEPORT), about one per core (default 1)."
+        ),
+    ] = None,
 ) -> None:
     """Run the gRPC feature server until SIGTERM (health goes NOT_SERVING, then in-flight RPCs drain)."""
     from feature_store import bootstrap  # noqa: F401, PLC0415 - registers cql://
@@ -87,10 +93,15 @@ def serve(
             max_batch_size=max_batch_size,
             deadline_ms=deadline_ms,
             reload_interval_s=reload_interval,
+            workers=workers,
         )
     except (ValidationError, ValueError, OSError) as exc:
         err.print(f"[red]invalid settings:[/] {exc}")
         raise typer.Exit(2) from exc
+    if settings.workers > 1:
+        from feature_store.serving.workers import run_workers  # noqa: PLC0415
+
+        raise typer.Exit(run_workers(settings))
     run(settings)
 
 

@@ -67,6 +67,9 @@ class ServeSettings(BaseSettings):
     reuse_port: bool = Field(
         default=False, description="SO_REUSEPORT: run one server process per core on the same port"
     )
+    workers: int = Field(
+        default=1, ge=1, le=256, description="server processes on the listen port (SO_REUSEPORT); ~1 per core"
+    )
 
     # --- security ----------------------------------------------------------------------------
     tls_cert_file: Path | None = None

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
+import signal
 import socket
 import socketserver
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 
 from feature_store.adapters.cql_online_store import CqlOnlineStore
 from feature_store.adapters.cql_registry_store import CqlRegistryStore
@@ -346,3 +353,96 @@ def test_hot_reload_picks_up_a_newly_applied_version(stack: Stack) -> None:
         assert result.registry_version == applied.snapshot.version
         assert result.statuses == [["NOT_FOUND"]]
     assert "calls_only" not in {s.name for s in first}
+
+
+def _workers(pid: int) -> list[int]:
+    """The supervisor's worker processes (its other child is multiprocessing's resource tracker)."""
+    text = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii")
+    found = []
+    for child in text.split():
+        with contextlib.suppress(OSError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(int(child))
+    return found
+
+
+def _metric_total(metrics: str, name: str, worker: str) -> float:
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(metrics)
+        for s in family.samples
+        if s.name == name and s.labels.get("worker") == worker
+    )
+
+
+def test_several_worker_processes_share_one_port_and_are_restarted(
+    iso: Isolated, events: dict[str, list[dict[str, Any]]]
+) -> None:
+    port, metrics_port = _closed_port(), _closed_port()
+    env = {**os.environ, "FSTORE_SERVE_LOG_LEVEL": "WARNING", "FSTORE_SERVE_SHUTDOWN_GRACE_S": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "feature_store.cli.main", "serve", "--workers", "2"]
+        + ["--listen", f"127.0.0.1:{port}", "--metrics-port", str(metrics_port)]
+        + ["--store", iso.store_url, "--reload-interval", "0"],
+        env=env,
+    )
+    target = f"127.0.0.1:{port}"
+    metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    def lookups(channels: int) -> None:
+        # one HTTP/2 connection per channel (no shared subchannel pool): the kernel spreads them
+        options = [("grpc.use_local_subchannel_pool", 1)]
+        for _ in range(channels):
+            with FeatureClient(target, timeout_s=5, options=options) as client:
+                before = int(time.time() * 1000)
+                result = client.get_online_features(features=RANKING_NO_LIKES, entities={"user_id": USERS})
+                after = int(time.time() * 1000)
+                try:
+                    check_equal_to_core(iso, events, result, [{"user_id": u} for u in USERS], before)
+                except AssertionError:  # a tile boundary passed during the call
+                    check_equal_to_core(iso, events, result, [{"user_id": u} for u in USERS], after)
+
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                with grpc.insecure_channel(target) as channel:
+                    status = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=2
+                    )
+                if status.status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            assert proc.poll() is None, "the supervisor exited"
+            assert time.monotonic() < deadline, "workers never served"
+            time.sleep(0.3)
+        workers = _workers(proc.pid)
+        assert len(workers) == 2
+
+        lookups(24)
+        with urllib.request.urlopen(metrics_url, timeout=5) as answer:
+            metrics = answer.read().decode()
+        count = "fstore_serving_request_duration_seconds_count"
+        served = {w: _metric_total(metrics, count, w) for w in ("0", "1")}
+        assert sum(served.values()) >= 24
+        assert all(n > 0 for n in served.values()), served  # 2^-23 odds of a false failure
+
+        # a worker killed hard is started again; the other one serves meanwhile
+        victim = workers[0]
+        os.kill(victim, signal.SIGKILL)
+        lookups(4)
+        deadline = time.monotonic() + 60
+        while len(set(_workers(proc.pid)) - {victim}) < 2:
+            assert time.monotonic() < deadline, "the killed worker was not started again"
+            time.sleep(0.3)
+        lookups(4)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert code == 0
+    assert not Path(f"/proc/{workers[1]}").exists()  # stopped and reaped with the supervisor

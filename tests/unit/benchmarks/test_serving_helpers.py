@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any
 
-from benchmarks.serving.bench_serving import field_error_count, rate_list
+from benchmarks.serving.bench_serving import field_error_count, rate_list, server_side
 from benchmarks.serving.common import (
     SCENARIOS,
     bench_registry,
@@ -133,3 +133,22 @@ def test_feast_bodies_random_entities_of_the_batch_size() -> None:
     assert all(len(b["entities"]["user_id"]) == 100 for b in bodies)
     assert all(e.startswith("b") and 0 <= int(e[1:]) < 10 for b in bodies for e in b["entities"]["user_id"])
     assert bodies == feast_bodies(SCENARIOS["100x50"], ["v:a"], 10, 3)  # seeded
+
+
+def test_server_side_sums_the_series_of_every_worker() -> None:
+    name = "fstore_serving_request_duration_seconds"
+
+    def line(kind: str, service: str, worker: int, value: float) -> str:
+        labels = f'feature_service="{service}",method="GetOnlineFeatures",worker="{worker}"'
+        return f"{name}_{kind}{{{labels}}} {value}"
+
+    metrics = "\n".join(
+        [
+            line("sum", "_refs", 0, 0.5),
+            line("count", "_refs", 0, 10.0),
+            line("sum", "_refs", 1, 0.25),
+            line("count", "_refs", 1, 5.0),
+            line("count", "abuse_v1", 1, 7.0),
+        ]
+    )
+    assert server_side(metrics) == (0.75, 15.0)
