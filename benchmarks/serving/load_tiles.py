@@ -4,7 +4,8 @@
 
 Applies the benchmark registry (example + bench_views.yaml) to the keyspace's registry store
 (tables only, no Kafka topics), folds random events of every source into tiles with
-``ViewAggregator`` and inserts them without TTL. Events span the last 7 days.
+``ViewAggregator`` and inserts the ones the job would still hold, with the job's TTL. Events
+span the last 7 days.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from feature_store.adapters.cql_registry_store import CqlRegistryStore
 from feature_store.core.model import Registry
 from feature_store.definitions.apply import apply_registry
 from feature_store.serving.testing import random_events, tiles_from_events
+from feature_store.stream.tile_writer import ViewTiles
 
 DAY_MS = 86_400_000
 
@@ -57,12 +59,17 @@ def load(
                 stmt = session.prepare(
                     f"INSERT INTO {keyspace}.{view.table}"
                     " (entity_key, feature_view, granularity_ms, tile_start_ms, payload)"
-                    " VALUES (?, ?, ?, ?, ?)"
+                    " VALUES (?, ?, ?, ?, ?) USING TTL ?"
                 )
+                # what the job leaves in the store: tiles past every window's retention are gone
+                # (the job writes them with USING TTL and stops keeping them), the rest expire
+                # when the job's would
+                retention = ViewTiles(view, source)
                 params = [
-                    (key, view.name, g, start, payload)
+                    (key, view.name, g, start, payload, retention.ttl_seconds((g, start), now))
                     for key, tiles in tiles_from_events(registry, view.name, events).items()
                     for (g, start), payload in tiles.items()
+                    if not retention.expired((g, start), now)
                 ]
                 execute_concurrent_with_args(session, stmt, params, concurrency=64, raise_on_first_error=True)
                 rows += len(params)

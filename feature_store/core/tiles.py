@@ -336,10 +336,19 @@ class ViewAggregator:
         """Finalized values of every served feature at ``t_ms`` (see the module's read contract).
 
         Windows of one slot nest (1h within 1d within 7d at the same granularity), so each slot
-        walks its tiles once, newest first, finalizing as each window's tile count is reached.
+        walks the tiles present, newest first, finalizing as each window's oldest tile start is
+        passed. Only tiles that exist are visited (a 7d window of 1h tiles is 168 possible
+        tiles, of which a store typically holds a few), never the empty positions between them.
         """
         values: list[Any] = [None] * self._n_out
         last_event: list[int | None] = [None] * self._n_out
+        present: dict[int, list[tuple[int, TileState]]] = {}
+        for (g, s), tile in tiles.items():
+            if g != LIFETIME_GRANULARITY_MS and s <= t_ms - t_ms % g:  # never tiles after the current
+                present.setdefault(g, []).append((s, tile))
+        for entries in present.values():
+            if len(entries) > 1:
+                entries.sort(key=_tile_start, reverse=True)  # newest first
         for g, si, agg, steps in self._plans:
             acc: Any = None
             newest = NO_EVENT
@@ -351,14 +360,14 @@ class ViewAggregator:
                     values[out] = agg.finalize(agg.init() if newest == NO_EVENT else acc)
                     last_event[out] = None if newest == NO_EVENT else newest
                 continue
-            start = t_ms - t_ms % g
-            done = 0
+            current = t_ms - t_ms % g
+            entries = present.get(g, ())
+            i, n = 0, len(entries)
             for count, out in steps:
-                while done < count:
-                    state = tiles.get((g, start - done * g))
-                    done += 1
-                    if state is None:
-                        continue
+                oldest = current - (count - 1) * g  # the window's tiles: oldest <= start <= current
+                while i < n and entries[i][0] >= oldest:
+                    state = entries[i][1]
+                    i += 1
                     tile_last = state.last_ms[si]
                     if tile_last == NO_EVENT:
                         continue
@@ -396,6 +405,10 @@ class ViewAggregator:
                 state.irs[si] = ir
                 state.last_ms[si] = last
         return state
+
+
+def _tile_start(entry: tuple[int, TileState]) -> int:
+    return entry[0]
 
 
 def served_windows(view: FeatureView) -> Sequence[tuple[Feature, Window]]:
