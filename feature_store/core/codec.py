@@ -102,6 +102,8 @@ def _put_value(out: bytearray, value: object, depth: int = 0) -> None:
 
 
 def _get_uvarint(data: bytes, pos: int) -> tuple[int, int]:
+    if pos < len(data) and data[pos] < 0x80:  # one byte: most counts, lengths and small ints
+        return data[pos], pos + 1
     result = shift = 0
     while True:
         if pos >= len(data):
