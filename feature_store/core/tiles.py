@@ -342,13 +342,7 @@ class ViewAggregator:
         """
         values: list[Any] = [None] * self._n_out
         last_event: list[int | None] = [None] * self._n_out
-        present: dict[int, list[tuple[int, TileState]]] = {}
-        for (g, s), tile in tiles.items():
-            if g != LIFETIME_GRANULARITY_MS and s <= t_ms - t_ms % g:  # never tiles after the current
-                present.setdefault(g, []).append((s, tile))
-        for entries in present.values():
-            if len(entries) > 1:
-                entries.sort(key=_tile_start, reverse=True)  # newest first
+        present = _newest_first(tiles, t_ms)
         for g, si, agg, steps in self._plans:
             acc: Any = None
             newest = NO_EVENT
@@ -361,7 +355,7 @@ class ViewAggregator:
                     last_event[out] = None if newest == NO_EVENT else newest
                 continue
             current = t_ms - t_ms % g
-            entries = present.get(g, ())
+            entries = present.get(g, _NO_TILES)
             i, n = 0, len(entries)
             for count, out in steps:
                 oldest = current - (count - 1) * g  # the window's tiles: oldest <= start <= current
@@ -407,8 +401,24 @@ class ViewAggregator:
         return state
 
 
+_NO_TILES: Final[list[tuple[int, TileState]]] = []
+
+
 def _tile_start(entry: tuple[int, TileState]) -> int:
     return entry[0]
+
+
+def _newest_first(tiles: Mapping[TileKey, TileState], t_ms: int) -> dict[int, list[tuple[int, TileState]]]:
+    """(tile start, tile) per granularity, newest first, without lifetime tiles and tiles after
+    the current one at ``t_ms`` (they hold events later than ``t``)."""
+    present: dict[int, list[tuple[int, TileState]]] = {}
+    for (g, start), tile in tiles.items():
+        if g != LIFETIME_GRANULARITY_MS and start <= t_ms - t_ms % g:
+            present.setdefault(g, []).append((start, tile))
+    for entries in present.values():
+        if len(entries) > 1:
+            entries.sort(key=_tile_start, reverse=True)
+    return present
 
 
 def served_windows(view: FeatureView) -> Sequence[tuple[Feature, Window]]:

@@ -228,7 +228,8 @@ def build(config: JobConfig) -> Any:
             index, entity = split_key(key)
             view_tiles = self.tiles_of[index]
             skeys = set(self.tiles.keys()) if wanted is None else wanted
-            writes = self._write(entity, view_tiles, skeys)
+            source = self.cache.get(key) or self.backing  # memory first: no state read per tile
+            writes = self._write(entity, view_tiles, skeys, source)
             self.flushes += 1
             if self.flushes % 16 == 0:  # now and then: drop tiles no window reads any more
                 watermark = ctx.timer_service().current_watermark()
@@ -241,7 +242,7 @@ def build(config: JobConfig) -> Any:
                     if not writes.failed:
                         break
                     time.sleep(0.2 * (attempt + 1))
-                    writes = self._write(entity, view_tiles, writes.failed)
+                    writes = self._write(entity, view_tiles, writes.failed, self.backing)
                 else:
                     raise RuntimeError(f"writing tiles of {key!r} failed: {writes.error}")
                 return []
@@ -266,7 +267,9 @@ def build(config: JobConfig) -> Any:
                     retry.update(inflight.failed)
             return True
 
-        def _write(self, entity: str, view_tiles: ViewTiles, skeys: set[str]) -> TileWrites:
+        def _write(
+            self, entity: str, view_tiles: ViewTiles, skeys: set[str], source: KeyTiles | _MapStateView
+        ) -> TileWrites:
             view = view_tiles.view.name
             insert = self.inserts[view]
             entity_key = entity.encode()
@@ -275,7 +278,7 @@ def build(config: JobConfig) -> Any:
             batch: list[tuple[str, tuple[Any, ...]]] = []
             size = 0
             for skey in skeys:
-                packed = self.backing.get(skey)
+                packed = source.get_packed(skey)
                 if packed is None:
                     continue
                 tile = parse_tile_state_key(skey)
@@ -323,8 +326,7 @@ def build(config: JobConfig) -> Any:
                 if view_tiles.expired(tile, watermark):
                     self.tiles.remove(skey)
                     if cached is not None:
-                        cached.states[tile] = None
-                        cached.versions.pop(tile, None)
+                        cached.forget(tile)
 
     for source_name in config.sources:
         source = registry.source(source_name)
@@ -502,6 +504,8 @@ class _MapStateView:
     def get(self, key: str) -> bytes | None:
         value = self._state.get(key)
         return None if value is None else value.encode("latin-1")
+
+    get_packed = get
 
     def __setitem__(self, key: str, value: bytes) -> None:
         self._state.put(key, value.decode("latin-1"))

@@ -158,23 +158,39 @@ class KeyTiles:
     always holds what memory holds, so dropping a KeyTiles at any time loses nothing.
     """
 
-    __slots__ = ("backing", "states", "versions")
+    __slots__ = ("backing", "packed", "states", "versions")
 
     def __init__(self, backing: PackedTiles) -> None:
         self.backing = backing
         self.states: dict[TileKey, TileState | None] = {}  # None: known to be absent
         self.versions: dict[TileKey, int] = {}
+        # the packed bytes last written to (or read from) backing, by state key: what a flush
+        # sends, without reading the state back
+        self.packed: dict[str, bytes] = {}
 
     def load(self, aggregator: ViewAggregator, key: TileKey) -> TileState | None:
         if key in self.states:
             return self.states[key]
-        packed = self.backing.get(tile_state_key(key))
+        skey = tile_state_key(key)
+        packed = self.backing.get(skey)
         state = None
         if packed is not None:
+            self.packed[skey] = packed
             self.versions[key], payload = unpack(packed)
             state = aggregator.decode(key[0], payload)
         self.states[key] = state
         return state
+
+    def get_packed(self, skey: str) -> bytes | None:
+        """The packed tile under ``skey``: from memory when this KeyTiles wrote or read it."""
+        packed = self.packed.get(skey)
+        return packed if packed is not None else self.backing.get(skey)
+
+    def forget(self, key: TileKey) -> None:
+        """The tile was removed from backing (expired)."""
+        self.states[key] = None
+        self.versions.pop(key, None)
+        self.packed.pop(tile_state_key(key), None)
 
 
 class ViewTiles:
@@ -199,7 +215,8 @@ class ViewTiles:
             state = tiles.states[key] = current[key]
             version = tiles.versions[key] = tiles.versions.get(key, 0) + 1
             skey = tile_state_key(key)
-            tiles.backing[skey] = pack(version, agg.encode(key[0], state))
+            packed = tiles.packed[skey] = pack(version, agg.encode(key[0], state))
+            tiles.backing[skey] = packed
             changed.append(skey)
         return changed
 

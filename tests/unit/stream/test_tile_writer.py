@@ -134,3 +134,37 @@ def test_versions_count_updates_so_write_timestamps_only_grow(registry: Registry
             stamp = write_timestamp_us(parse_tile_state_key(skey), version)
             assert stamp > seen.get(skey, -1)
             seen[skey] = stamp
+
+
+class _CountingBacking(dict[str, bytes]):
+    def __init__(self) -> None:
+        super().__init__()
+        self.gets = 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.gets += 1
+        return super().get(key, default)
+
+
+def test_a_flush_reads_packed_tiles_from_memory_equal_to_the_state(registry: Registry) -> None:
+    view_tiles = ViewTiles(registry.view("user_likes_received"), registry.source("like"))
+    backing = _CountingBacking()
+    memory = KeyTiles(backing)
+    changed: set[str] = set()
+    for i in range(30):
+        changed.update(view_tiles.apply(memory, 1_700_000_000_000 + i * 600_000, like(i, 0)))
+    gets = backing.gets
+    for skey in changed:
+        assert memory.get_packed(skey) == backing[skey]
+    assert backing.gets == gets  # no state read for what this copy wrote
+
+    restored = KeyTiles(backing)  # after a restore: nothing in memory, the state answers
+    for skey in changed:
+        assert restored.get_packed(skey) == backing[skey]
+    assert backing.gets == gets + len(changed)
+
+    # an expired tile is forgotten from memory too
+    skey = next(iter(changed))
+    del backing[skey]
+    memory.forget(parse_tile_state_key(skey))
+    assert memory.get_packed(skey) is None
