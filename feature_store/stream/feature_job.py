@@ -73,6 +73,19 @@ class JobConfig:
     flink: FlinkSettings = field(default_factory=FlinkSettings)
 
 
+def expiry_horizon_ms(watermark_ms: int, now_ms: int) -> int:
+    """The time tiles of the job's state are expired against: the later of the watermark and the
+    wall clock.
+
+    The store already expires tiles by the wall clock (USING TTL from now), and no read at "now"
+    looks at a tile past its retention, so dropping it from state then changes nothing anyone
+    reads. The wall clock keeps state bounded when the watermark is held back: with idleness
+    off (the default), a Kafka partition without records holds the watermark at its minimum
+    forever, and expiring by the watermark alone would keep every tile.
+    """
+    return max(watermark_ms, now_ms)
+
+
 def _dlq_bytes(dl: DeadLetter, topic: str) -> bytes:
     return dead_letter(dl.reason, dl.message, dl.payload, topic, dl.partition, dl.offset)
 
@@ -233,8 +246,9 @@ def build(config: JobConfig) -> Any:
             self.flushes += 1
             if self.flushes % 16 == 0:  # now and then: drop tiles no window reads any more
                 watermark = ctx.timer_service().current_watermark()
-                self.watermark_lag_ms = max(0, int(time.time() * 1000) - watermark)
-                self._expire(key, view_tiles, watermark)
+                now_ms = int(time.time() * 1000)
+                self.watermark_lag_ms = max(0, now_ms - watermark)
+                self._expire(key, view_tiles, expiry_horizon_ms(watermark, now_ms))
             if final:
                 for attempt in range(5):
                     writes.wait()

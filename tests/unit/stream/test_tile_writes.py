@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
 from cassandra.query import BatchStatement, SimpleStatement
 
-from feature_store.stream.feature_job import TileWrites
+from feature_store.definitions.compiler import load_registry
+from feature_store.stream.feature_job import TileWrites, expiry_horizon_ms
+from feature_store.stream.tile_writer import ViewTiles
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 class _Future:
@@ -125,3 +130,18 @@ def test_not_done_until_sealed_and_every_answer_is_in() -> None:
     pending.pop()()
     assert _done(writes)  # (a call: mypy would keep the narrowing of the property above)
     assert writes.written == 2
+
+
+def test_state_expires_by_the_wall_clock_when_the_watermark_is_held_back() -> None:
+    registry = load_registry(ROOT / "registry")
+    view = registry.view("user_likes_received")  # 1h and 24h windows, 5 min and 1 h tiles
+    tiles = ViewTiles(view, registry.source("like"))
+    now = 1_700_000_000_000
+    held_back = -(1 << 63)  # a partition without records: Flink's minimum watermark
+    old_tile = (300_000, now - 3 * 3_600_000 - now % 300_000)  # 5 min tile, 3 h ago
+    recent = (300_000, now - now % 300_000)
+    assert not tiles.expired(old_tile, held_back)  # by the watermark alone it would stay forever
+    assert tiles.expired(old_tile, expiry_horizon_ms(held_back, now))
+    assert not tiles.expired(recent, expiry_horizon_ms(held_back, now))
+    # a watermark ahead of the wall clock (a replay of future-dated events) still counts
+    assert expiry_horizon_ms(now + 3_600_000, now) == now + 3_600_000
