@@ -120,9 +120,10 @@ class SparseRead:
                     tile_last = state.last_ms[si]
                     if tile_last == NO_EVENT:
                         continue
-                    acc = state.irs[si] if acc is None else agg.merge(acc, state.irs[si])
+                    # a slot's IR can be None with events in it (a min of only NaN): test newest
+                    acc = state.irs[si] if newest == NO_EVENT else agg.merge(acc, state.irs[si])
                     newest = max(newest, tile_last)
-                if acc is None:
+                if newest == NO_EVENT:
                     values[out] = agg.finalize(agg.init())
                 else:
                     values[out] = agg.finalize(acc)

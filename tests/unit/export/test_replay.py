@@ -134,3 +134,23 @@ def test_sparse_read_equals_the_core_read(seed: int, n_events: int, dt: int) -> 
             if e["event_time"] <= t:
                 replay.aggregator.update(tiles, e, e["event_time"])
         assert replay.sparse.read(tiles, t) == replay.aggregator.read(tiles, t)
+
+
+def test_sparse_read_keeps_the_event_time_of_a_window_of_only_nan() -> None:
+    """min / max of float64 skip NaN, so a slot can hold events and a None IR: the read still
+    reports their newest event time, as the core's read does."""
+    reg = registry()
+    view = reg.view("v_user")
+    replay = ViewReplay(view, reg.source("ev"), [0])
+    assert replay.sparse is not None
+    base = random_events(random.Random(5), 1, users=1, dirty=False)[0]
+    tiles: dict[TileKey, TileState] = {}
+    for t in (T0, T0 + 11 * MINUTE):
+        replay.aggregator.update(tiles, dict(base, amount=float("nan")), t)
+    sparse, core = (
+        replay.sparse.read(tiles, T0 + 12 * MINUTE),
+        replay.aggregator.read(tiles, T0 + 12 * MINUTE),
+    )
+    at = replay.aggregator.served_names.index("amount_min_1h")
+    assert (sparse.values[at], sparse.last_event_ms[at]) == (None, T0 + 11 * MINUTE)
+    assert (core.values[at], core.last_event_ms[at]) == (None, T0 + 11 * MINUTE)
