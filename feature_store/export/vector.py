@@ -12,7 +12,17 @@ table, exact in integer arithmetic. Per kind:
 * ``avg`` of int64: sum and count as above, finalized by the core's aggregator in Python
   (int / int true division, one correct rounding);
 * ``last`` of int64 / string / bool / bytes: the newest accepted event time ``<= t`` and, among
-  events at that time, the largest value (the core's tie rule), kept if that time is ``>= L``.
+  events at that time, the largest value (the core's tie rule), kept if that time is ``>= L``;
+* ``min`` / ``max`` of int64 / float64 / string: not prefix-invertible, so a window aggregate
+  instead: per entity, the spine rows and the per-event-time minima (maxima) in one stream
+  ordered by time, ``min`` over ``RANGE BETWEEN t - L PRECEDING AND CURRENT ROW`` (the offset
+  is per row; ``CURRENT ROW`` takes the peers, so the events at exactly ``t`` are in; lifetime:
+  ``UNBOUNDED PRECEDING``), kept for the spine rows. Min and max are order-independent, so this
+  is exact for floats too once the core's float rules are applied: NaN is skipped (its event
+  still counts for the newest event time, as in the core's tiles), and since SQL compares
+  ``-0.0 = +0.0`` and keeps either, a flag per window says whether the zero that wins the
+  core's tie (``-0.0`` for min, ``+0.0`` for max) was seen. Strings compare by code point in
+  both (UTF-8 byte order). A window with no value left (only NaN) is NULL_VALUE.
 
 Statuses follow :func:`feature_store.core.lookup.resolve` over the tiles the store holds at ``t``
 (see :mod:`feature_store.export.replay`): the newest event accepted by any slot of granularity
@@ -47,6 +57,8 @@ from feature_store.export.sqlpred import TRUE, Untranslatable, predicate_sql
 SUM_SUFFIX, COUNT_SUFFIX = "__vsum", "__vcount"
 BASE_COLUMN = "__base"
 _LAST_TYPES = frozenset({ValueType.INT64, ValueType.STRING, ValueType.BOOL, ValueType.BYTES})
+_EXTREME_TYPES = frozenset({ValueType.INT64, ValueType.FLOAT64, ValueType.STRING})
+_EXTREMES = (AggregationKind.MIN, AggregationKind.MAX)
 
 
 def _eligible(feature: Feature) -> bool:
@@ -57,6 +69,8 @@ def _eligible(feature: Feature) -> bool:
         return vt is ValueType.INT64
     if kind is AggregationKind.LAST:
         return vt in _LAST_TYPES
+    if kind in _EXTREMES:
+        return vt in _EXTREME_TYPES
     return False
 
 
@@ -72,6 +86,20 @@ class _Output:
     low: int | None  # index of the spine lookup L - 1; None for a lifetime window
     sum: int | None = None  # prefix-sum index (sum, avg)
     last: int | None = None  # last-value index (last)
+    extreme: int | None = None  # windowed min / max index (min, max)
+    floating: bool = False  # min / max of float64: -0.0 and +0.0 told apart
+
+
+@dataclass(frozen=True, slots=True)
+class _Extreme:
+    """One per-(entity, event time) min or max of accepted values: ``e{index}`` in the prefix
+    table and, for float64, ``z{index}``: some accepted value is the zero that wins a tie
+    (``-0.0`` for min, ``+0.0`` for max)."""
+
+    kind: AggregationKind
+    acceptance: int
+    column: str
+    floating: bool
 
 
 @dataclass(slots=True)
@@ -80,6 +108,9 @@ class VectorPlan:
     acceptances: list[str] = field(default_factory=list)  # SQL booleans over the events
     sums: dict[tuple[int, str], int] = field(default_factory=dict)  # (acceptance, column) -> index
     lasts: dict[tuple[int, str], int] = field(default_factory=dict)
+    extremes: dict[_Extreme, int] = field(default_factory=dict)  # per event time -> index
+    # (extreme, (g, k) or None for lifetime) -> index
+    windowed: dict[tuple[int, tuple[int, int] | None], int] = field(default_factory=dict)
     any_of: list[tuple[int, str]] = field(default_factory=list)  # (granularity, SQL boolean)
     lookups: list[str] = field(default_factory=list)  # spine expressions; [0] is t
     outputs: list[_Output] = field(default_factory=list)
@@ -152,6 +183,12 @@ def vector_plan(
         elif kind is AggregationKind.LAST:
             k = plan.lasts.setdefault((a, value_col), len(plan.lasts))
             plan.outputs.append(_Output(c, kind, a, low, last=k))
+        elif kind in _EXTREMES:
+            floating = feature.input_type is ValueType.FLOAT64
+            e = plan.extremes.setdefault(_Extreme(kind, a, value_col, floating), len(plan.extremes))
+            span = None if count is None else (window.granularity_ms, count)
+            k = plan.windowed.setdefault((e, span), len(plan.windowed))
+            plan.outputs.append(_Output(c, kind, a, low, extreme=k, floating=floating))
         else:
             plan.outputs.append(_Output(c, kind, a, low))
     return plan
@@ -182,23 +219,77 @@ def _prefix_sql(plan: VectorPlan, events: str) -> str:
     n_acc = len(plan.acceptances)
     acc = [f"{sql} AS a{i}" for i, sql in enumerate(plan.acceptances)]
     anys = [f"{sql} AS y{i}" for i, (_, sql) in enumerate(plan.any_of)]
-    value_cols = sorted({col for _, col in plan.sums} | {col for _, col in plan.lasts})
+    value_cols = sorted(
+        {col for _, col in plan.sums} | {col for _, col in plan.lasts} | {e.column for e in plan.extremes}
+    )
     group = [f"count(*) FILTER (WHERE a{i}) AS n{i}" for i in range(n_acc)]
     group += [f"sum({col}) FILTER (WHERE a{a}) AS s{k}" for (a, col), k in plan.sums.items()]
     group += [f"max({col}) FILTER (WHERE a{a}) AS l{k}" for (a, col), k in plan.lasts.items()]
     group += [f"bool_or(y{i}) AS y{i}" for i in range(len(plan.any_of))]
+    for e, k in plan.extremes.items():
+        group += _extreme_group_sql(e, k)
     w = "OVER (PARTITION BY eid ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
     prefix = [f"sum(n{i}) {w} AS cn{i}" for i in range(n_acc)]
     prefix += [f"max(CASE WHEN n{i} > 0 THEN t END) {w} AS lt{i}" for i in range(n_acc)]
     prefix += [f"sum(s{k}) {w} AS cs{k}" for k in plan.sums.values()]
     prefix += [f"last_value(l{k} IGNORE NULLS) {w} AS lv{k}" for k in plan.lasts.values()]
     prefix += [f"max(CASE WHEN y{i} THEN t END) {w} AS ly{i}" for i in range(len(plan.any_of))]
+    prefix += [f"e{k}" for k in plan.extremes.values()]
+    prefix += [f"z{k}" for e, k in plan.extremes.items() if e.floating]
     return f"""
         WITH ev AS (SELECT {", ".join(["eid", "__t AS t", *acc, *anys, *value_cols])}
                     FROM read_parquet({events}, hive_partitioning = false)),
         g AS (SELECT eid, t, {", ".join(group)} FROM ev GROUP BY eid, t)
         SELECT eid, t, {", ".join(prefix)} FROM g
     """  # noqa: S608 - identifiers are generated or quoted, literals are integers
+
+
+def _extreme_group_sql(e: _Extreme, k: int) -> list[str]:
+    """The min / max of the accepted values at one (entity, event time). A float64 NaN is skipped
+    (the core's aggregator ignores it; its event still counts for the event time), and since SQL
+    treats ``-0.0 = +0.0`` and keeps either, whether the zero that wins a tie was seen is a flag."""
+    fn = "min" if e.kind is AggregationKind.MIN else "max"
+    col, accepted = e.column, f"a{e.acceptance}"
+    if not e.floating:
+        return [f"{fn}({col}) FILTER (WHERE {accepted}) AS e{k}"]
+    sign = "signbit" if e.kind is AggregationKind.MIN else "NOT signbit"
+    return [
+        f"{fn}({col}) FILTER (WHERE {accepted} AND NOT isnan({col})) AS e{k}",
+        f"bool_or({col} = 0 AND {sign}({col})) FILTER (WHERE {accepted}) AS z{k}",
+    ]
+
+
+def _extremes_sql(plan: VectorPlan) -> str:
+    """The spine rows with each windowed min / max: the spine rows and the prefix table's rows in
+    one stream per entity ordered by time, a window aggregate over the rows with ``L <= t' <= t``
+    (a RANGE frame: the peers at ``t``, the events at exactly ``t``, are in; the offset
+    ``t - L = (t mod g) + (k - 1) * g`` is per row), kept for the spine rows."""
+    extremes = list(plan.extremes.items())
+    values = [f"e{k}" for _, k in extremes] + [f"z{k}" for e, k in extremes if e.floating]
+    spine_side = [ROW_INDEX, "t", "eid", *(f"NULL AS {v}" for v in values)]
+    event_side = [f"NULL AS {ROW_INDEX}", "t", "eid", *values]
+    useful = " OR ".join(f"e{k} IS NOT NULL" for _, k in extremes)  # a flag implies a value
+    kinds = {k: e for e, k in extremes}
+    windows = []
+    for (k, span), i in plan.windowed.items():
+        e = kinds[k]
+        if span is None:
+            start = "UNBOUNDED"
+        else:
+            g, count = span
+            start = f"(((t % {g}) + {g}) % {g} + {(count - 1) * g})"
+        over = f"OVER (PARTITION BY eid ORDER BY t RANGE BETWEEN {start} PRECEDING AND CURRENT ROW)"
+        fn = "min" if e.kind is AggregationKind.MIN else "max"
+        windows.append(f"{fn}(e{k}) {over} AS m{i}")
+        if e.floating:
+            windows.append(f"bool_or(z{k}) {over} AS mz{i}")
+    return f"""
+        SELECT * FROM (
+            SELECT {", ".join([ROW_INDEX, "t", "eid", *windows])}
+            FROM (SELECT {", ".join(spine_side)} FROM sp0
+                  UNION ALL SELECT {", ".join(event_side)} FROM {_PREFIX_TABLE} WHERE {useful})
+        ) WHERE {ROW_INDEX} IS NOT NULL
+    """  # noqa: S608 - identifiers are generated, literals are integers
 
 
 def _lookup_sql(plan: VectorPlan, spine: str, event_times: bool, with_base: bool) -> str:
@@ -237,9 +328,11 @@ def _lookup_sql(plan: VectorPlan, spine: str, event_times: bool, with_base: bool
     outs = [ROW_INDEX] + ([f"base AS {BASE_COLUMN}"] if with_base else [])
     for o in plan.outputs:
         outs += _output_sql(o, event_times)
+    extremes = f"ext AS ({_extremes_sql(plan)})," if plan.windowed else ""
     return f"""
-        WITH sp AS (SELECT {ROW_INDEX}, t, eid, {", ".join(lookups)}
-                    FROM read_parquet({spine}, hive_partitioning = false)),
+        WITH sp0 AS (SELECT {ROW_INDEX}, t, eid FROM read_parquet({spine}, hive_partitioning = false)),
+        {extremes}
+        sp AS (SELECT *, {", ".join(lookups)} FROM {"ext" if plan.windowed else "sp0"}),
         joined AS (SELECT sp.*, {", ".join(at_t + at_low)} FROM sp {joins}),
         newest AS (SELECT *, {newest} AS newest FROM joined),
         based AS (SELECT *, CASE WHEN newest IS NULL THEN 2 {stale}ELSE 1 END AS base FROM newest)
@@ -265,6 +358,12 @@ def _output_sql(o: _Output, event_times: bool) -> list[str]:
         )
     elif o.last is not None:
         value = f"lv{o.last}" if o.low is None else f"(CASE WHEN {since} THEN lv{o.last} END)"
+    elif o.extreme is not None:
+        value = f"m{o.extreme}"
+        if o.floating:  # the zero of the core's tie rule: -0.0 for min, +0.0 for max
+            won, lost = ("'-0.0'", "'0.0'") if o.kind is AggregationKind.MIN else ("'0.0'", "'-0.0'")
+            zero = f"CAST(CASE WHEN mz{o.extreme} THEN {won} ELSE {lost} END AS DOUBLE)"
+            value = f"(CASE WHEN {value} = 0 THEN {zero} ELSE {value} END)"
     else:
         value = count
     outs = []
@@ -272,7 +371,7 @@ def _output_sql(o: _Output, event_times: bool) -> list[str]:
         outs.append(f"CASE WHEN base = 1 THEN {value} END AS {_q(c.name + SUM_SUFFIX)}")
         outs.append(f"CASE WHEN base = 1 THEN CAST({count} AS BIGINT) END AS {_q(c.name + COUNT_SUFFIX)}")
         present = f"CASE WHEN {count} = 0 THEN 'NULL_VALUE' ELSE 'PRESENT' END"
-    elif o.kind is AggregationKind.LAST:
+    elif o.kind in (AggregationKind.LAST, *_EXTREMES):
         outs.append(f"CASE WHEN base = 1 THEN {value} END AS {_q(c.name)}")
         present = f"CASE WHEN ({value}) IS NULL THEN 'NULL_VALUE' ELSE 'PRESENT' END"
     else:

@@ -118,7 +118,8 @@ feature_services:
     features: ["v_simple:*"]
   - name: simple_vector
     features: ["v_simple:cnt_1h", "v_simple:cnt_all", "v_simple:n_avg_30m", "v_simple:last_kind_1h",
-               "v_simple:last_flag", "v_simple:big_1d", "v_simple:n_sum_2h", "v_simple:amounts_1h"]
+               "v_simple:last_flag", "v_simple:big_1d", "v_simple:n_sum_2h", "v_simple:amounts_1h",
+               "v_simple:n_max_1h"]
   - name: all_user
     features: ["v_user:*"]
   - name: mixed

@@ -121,7 +121,7 @@ def test_export_equals_a_brute_force_recompute(registry: Registry, tmp_path: Pat
     [
         (11, "simple", "vector+replay", 16),
         (12, "simple", "vector+replay", 16),
-        (13, "simple_vector", "vector", 8),
+        (13, "simple_vector", "vector", 9),
     ],
 )
 def test_the_vectorised_path_equals_the_replay_and_the_definition(
