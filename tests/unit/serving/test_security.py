@@ -169,3 +169,5 @@ def test_tls_settings_must_be_complete(certs: Path) -> None:
         ServeSettings(tls_cert_file=certs / "server.pem")
     with pytest.raises(ValueError, match="mTLS"):
         ServeSettings(tls_client_ca_file=certs / "ca.pem")
+    with pytest.raises(ValueError, match=r"tls_key_file: .*missing\.pem is not a file"):
+        ServeSettings(tls_cert_file=certs / "server.pem", tls_key_file=certs / "missing.pem")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import time
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -10,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from feature_store.serving.settings import ServeSettings
-from feature_store.serving.workers import Supervisor, _reserve, merge_worker_metrics
+from feature_store.serving.workers import Supervisor, _reserve, _Worker, merge_worker_metrics
 
 
 def _exposition(requests: int, latency_s: float) -> str:
@@ -89,3 +91,47 @@ def test_worker_settings() -> None:
     assert (child.workers, child.reuse_port, child.listen, child.metrics_port) == (1, True, "0.0.0.0:7000", 0)
     off = Supervisor(ServeSettings(workers=2, metrics_port=None))
     assert off.worker_settings().metrics_port is None
+
+
+class _DeadProcess:
+    """A worker process that has already exited with code 1."""
+
+    pid = 0
+    exitcode = 1
+
+    def is_alive(self) -> bool:
+        return False
+
+    def join(self, timeout: float | None = None) -> None:
+        return None
+
+
+def test_a_worker_dying_right_after_each_start_stops_the_supervisor(monkeypatch: Any) -> None:
+    supervisor = Supervisor(ServeSettings(workers=2, metrics_port=None))
+    spawned: list[int] = []
+
+    def spawn(index: int, settings: ServeSettings) -> _Worker:
+        spawned.append(index)
+        return _Worker(index, _DeadProcess(), time.monotonic())
+
+    monkeypatch.setattr(supervisor, "_spawn", spawn)
+    supervisor._workers = [spawn(0, supervisor.worker_settings()), spawn(1, supervisor.worker_settings())]
+    assert supervisor.watch() == 1  # gave up instead of restarting forever
+    assert spawned.count(0) == 3  # the first start and two restarts, then the third failure stops it
+    assert supervisor._stop.is_set()
+
+
+def test_a_worker_that_ran_a_while_is_restarted_without_counting_old_failures(monkeypatch: Any) -> None:
+    supervisor = Supervisor(ServeSettings(workers=2, metrics_port=None))
+    restarts: list[int] = []
+
+    def spawn(index: int, settings: ServeSettings) -> _Worker:
+        restarts.append(index)
+        if len(restarts) >= 4:
+            supervisor._stop.set()  # enough: end the watch loop
+        return _Worker(index, _DeadProcess(), time.monotonic() - 60.0)  # ran for a minute
+
+    monkeypatch.setattr(supervisor, "_spawn", spawn)
+    supervisor._workers = [spawn(0, supervisor.worker_settings()), spawn(1, supervisor.worker_settings())]
+    assert supervisor.watch() == 0
+    assert restarts.count(0) >= 2  # restarted, never given up on
