@@ -30,7 +30,9 @@ SERVICE = "ranking_v1"
 
 def run_ours(spec: dict[str, Any]) -> dict[str, Any]:
     registry = load_registry(ROOT / "registry")
-    options = ExportOptions(memory_limit=spec.get("memory_limit"), threads=spec.get("threads"))
+    options = ExportOptions(
+        memory_limit=spec.get("memory_limit"), threads=spec.get("threads"), processes=spec.get("processes")
+    )
     started = time.perf_counter()
     spine, archive, out = Path(spec["spine"]), Path(spec["archive"]), Path(spec["out"])
     summary = export(registry, SERVICE, spine, archive, out, options)
@@ -66,6 +68,8 @@ def main() -> None:
     spec: dict[str, Any] = json.loads(spec_path.read_text())
     result = {"ours": run_ours, "hand": run_hand}[which](spec)
     result["self_maxrss_kib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # ours replays buckets in worker processes: the largest of them (they run side by side)
+    result["children_maxrss_kib"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     result_path.write_text(json.dumps(result))
 
 

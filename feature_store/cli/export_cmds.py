@@ -92,6 +92,10 @@ def export(
     buckets: Annotated[
         int | None, typer.Option(min=1, help="Entity buckets per view (--engine flink; default: from sizes).")
     ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(min=1, help="Processes replaying entity buckets (auto/replay; default: one per core)."),
+    ] = None,
 ) -> None:
     """Point-in-time features of a service for every spine row, as serving would have returned them."""
     from feature_store.export.engine import (  # noqa: PLC0415
@@ -109,6 +113,9 @@ def export(
     if engine != "flink" and (parallelism != 1 or buckets is not None):
         err.print("[red]error:[/] --parallelism and --buckets are options of --engine flink")
         raise typer.Exit(2)
+    if engine == "flink" and processes is not None:
+        err.print("[red]error:[/] --processes is an option of the local engines (use --parallelism)")
+        raise typer.Exit(2)
     registry = load_cli_registry(store, version, registry_dir)
     options = ExportOptions(
         engine="auto" if engine == "auto" else "replay",
@@ -118,6 +125,7 @@ def export(
         bucket_events=bucket_events,
         memory_limit=memory_limit,
         work_dir=work_dir,
+        processes=processes,  # None: one per core
     )
     try:
         prepared = prepare(registry, service, spine, archive, options)

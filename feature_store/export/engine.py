@@ -18,14 +18,16 @@ Memory: DuckDB spills to the work folder; Python holds one bucket of one view at
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -122,6 +124,9 @@ class ExportOptions:
     work_dir: Path | None = None  # default: a temporary folder next to the output, removed after
     memory_limit: str | None = None  # DuckDB, e.g. "2GB"
     threads: int | None = None  # DuckDB
+    # replay buckets of a view run in this many processes (the per-event replay is Python: one
+    # core per process); None = one per core (the CLI's default), 1 = in this process
+    processes: int | None = 1
 
 
 @dataclass(slots=True)
@@ -302,9 +307,8 @@ def _export_view(
     if vector is None or not stats.events:
         stats.path = "replay"
         sink.start(name, f"{name}: replay", buckets)
-        for bucket in range(buckets):
-            _replay_bucket(con, job.columns, replay, every, folder, bucket, options.event_times, False)
-            sink.advance(name)
+        whole = _ReplayTask(job.view, job.source, tuple(job.output_indexes), tuple(job.columns), every)
+        _replay_buckets(con, whole, replay, folder, buckets, options, False, lambda: sink.advance(name))
         return
     stats.path = "vector" if not rest else "vector+replay"
     sink.start(name, f"{name}: {stats.path}", 1 + (buckets if rest else 0))
@@ -314,11 +318,11 @@ def _export_view(
     sink.advance(name)
     if not rest:
         return
-    reduced = ViewReplay(*_reduced_view(job, rest))
+    view, source, outputs = _reduced_view(job, rest)
+    reduced = ViewReplay(view, source, outputs)
     fields = tuple(replay.fields.index(f) for f in reduced.fields)
-    for bucket in range(buckets):
-        _replay_bucket(con, rest, reduced, fields, folder, bucket, True, True)
-        sink.advance(name)
+    task = _ReplayTask(view, source, tuple(outputs), tuple(rest), fields)
+    _replay_buckets(con, task, reduced, folder, buckets, options, True, lambda: sink.advance(name))
     _combine(con, rest, vector_out, folder / "rest", folder / "out" / "combined.parquet", options.event_times)
 
 
@@ -497,6 +501,70 @@ def _select_events(
     )
     written = _run(con, f"COPY ({query}) TO {_literal(str(dest))} (FORMAT PARQUET, PARTITION_BY (bucket))")
     return int(written[0][0]) if written else 0
+
+
+@dataclass(frozen=True, slots=True)
+class _ReplayTask:
+    """What a replay of a view's buckets needs, picklable for worker processes."""
+
+    view: FeatureView
+    source: Source
+    outputs: tuple[int, ...]
+    columns: tuple[OutputColumn, ...]
+    fields: tuple[int, ...]
+
+
+def _replay_processes(options: ExportOptions, buckets: int) -> int:
+    wanted = options.processes if options.processes is not None else (os.cpu_count() or 1)
+    return max(1, min(wanted, buckets))
+
+
+def _replay_buckets(
+    con: duckdb.DuckDBPyConnection,
+    task: _ReplayTask,
+    replay: ViewReplay,
+    folder: Path,
+    buckets: int,
+    options: ExportOptions,
+    raw: bool,
+    advance: Callable[[], None],
+) -> None:
+    """Replay every bucket of a view, here or in worker processes (``options.processes``).
+
+    Buckets hold disjoint entities and each writes its own file, so the result does not depend on
+    where or in which order they run. Workers are spawned (never forked: DuckDB and the driver
+    keep threads), each with its own one-thread DuckDB connection.
+    """
+    event_times = options.event_times or raw
+    processes = _replay_processes(options, buckets)
+    if processes == 1:
+        for bucket in range(buckets):
+            _replay_bucket(con, task.columns, replay, task.fields, folder, bucket, event_times, raw)
+            advance()
+        return
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(processes, mp_context=context) as pool:
+        futures = [
+            pool.submit(_replay_bucket_worker, task, folder, bucket, event_times, raw, options.memory_limit)
+            for bucket in range(buckets)
+        ]
+        for future in concurrent.futures.as_completed(futures):
+            future.result()  # a worker's exception is raised here
+            advance()
+
+
+def _replay_bucket_worker(
+    task: _ReplayTask, folder: Path, bucket: int, event_times: bool, raw: bool, memory_limit: str | None
+) -> None:
+    config: dict[str, Any] = {"threads": 1, "temp_directory": str(folder / f"duckdb_tmp_{bucket}")}
+    if memory_limit:
+        config["memory_limit"] = memory_limit
+    con = duckdb.connect(config=config)
+    try:
+        replay = ViewReplay(task.view, task.source, task.outputs)
+        _replay_bucket(con, task.columns, replay, task.fields, folder, bucket, event_times, raw)
+    finally:
+        con.close()
 
 
 def _replay_bucket(

@@ -7,14 +7,8 @@ has been folded in with :meth:`ViewAggregator.update`, which is exactly the read
 :mod:`feature_store.core.tiles`. Statuses come from :func:`feature_store.core.lookup.resolve`.
 
 Reading
-    :meth:`ViewAggregator.read` walks every tile key of every window (168 probes for a 7-day
-    window of hourly tiles), whatever the entity holds. :class:`SparseRead` computes the same
-    :class:`ViewRead` by merging only the tiles the entity has, with the core's aggregators: the
-    window rule is :func:`feature_store.core.tiles.window_tile_starts`, and since ``merge`` is
-    associative and commutative (the core's contract, property-tested there) the merge order
-    does not change any IR, float sums and sketches included. The replay uses it when the entity
-    holds fewer tiles than the dense read would probe, the core's read otherwise; tests check
-    that both are equal.
+    The replay reads with :meth:`ViewAggregator.read`, the server's very read, which visits only
+    the tiles the entity holds.
 
 Which tiles exist at ``t``
     :func:`feature_store.core.lookup.resolve` needs the newest event time over "the tiles found".
@@ -36,18 +30,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from feature_store.core.aggregators import Aggregator, feature_aggregator
 from feature_store.core.lookup import FieldStatus, newest_event_ms, resolve
 from feature_store.core.model import LIFETIME_GRANULARITY_MS, FeatureView, Source
 from feature_store.core.predicates import Predicate, compile_predicate, predicate_fields
 from feature_store.core.tiles import (
-    NO_EVENT,
     TileKey,
     TileState,
     ViewAggregator,
     ViewRead,
-    served_windows,
-    slot_id,
     tile_retention_ms,
     window_tile_count,
 )
@@ -86,51 +76,6 @@ def stored_newest(view: FeatureView, tiles: Mapping[TileKey, TileState], t_ms: i
     )
 
 
-class SparseRead:
-    """:meth:`ViewAggregator.read` computed from the tiles present (see the module docstring)."""
-
-    def __init__(self, aggregator: ViewAggregator, view: FeatureView) -> None:
-        # one entry per slot: (granularity, slot index, aggregator, [(tile count | None, output)])
-        slots: dict[tuple[int, int], tuple[Aggregator[Any], list[tuple[int | None, int]]]] = {}
-        for out, (feature, window) in enumerate(served_windows(view)):
-            g = LIFETIME_GRANULARITY_MS if window.is_lifetime else window.granularity_ms
-            si = aggregator.slot_ids(g).index(slot_id(feature, g))
-            entry = slots.setdefault((g, si), (feature_aggregator(feature), []))
-            entry[1].append((window_tile_count(window), out))
-        self._slots = tuple((g, si, agg, tuple(steps)) for (g, si), (agg, steps) in slots.items())
-        self._n = len(aggregator.served_names)
-        # tile probes of the dense read, and tile visits per present tile of the sparse one
-        self.dense_cost = sum(max(1 if c is None else c for c, _ in steps) for _, _, _, steps in self._slots)
-        self.steps = self._n
-
-    def read(self, tiles: Mapping[TileKey, TileState], t_ms: int) -> ViewRead:
-        """Tiles must hold no event after ``t_ms`` (the read contract)."""
-        values: list[Any] = [None] * self._n
-        last_event: list[int | None] = [None] * self._n
-        items = tuple(tiles.items())
-        for g, si, agg, steps in self._slots:
-            current = 0 if g == LIFETIME_GRANULARITY_MS else t_ms - t_ms % g
-            for count, out in steps:
-                low = current - (count - 1) * g if count is not None else current
-                acc: Any = None
-                newest = NO_EVENT
-                for (tg, start), state in items:
-                    if tg != g or start < low or start > current:
-                        continue
-                    tile_last = state.last_ms[si]
-                    if tile_last == NO_EVENT:
-                        continue
-                    # a slot's IR can be None with events in it (a min of only NaN): test newest
-                    acc = state.irs[si] if newest == NO_EVENT else agg.merge(acc, state.irs[si])
-                    newest = max(newest, tile_last)
-                if newest == NO_EVENT:
-                    values[out] = agg.finalize(agg.init())
-                else:
-                    values[out] = agg.finalize(acc)
-                    last_event[out] = newest
-        return ViewRead(values, last_event)
-
-
 @dataclass(slots=True)
 class ReplayOutput:
     """Per requested feature (in ``outputs`` order): one entry per spine row given."""
@@ -143,13 +88,10 @@ class ReplayOutput:
 class ViewReplay:
     """Replays one view's events for sorted (entity, time) spine rows."""
 
-    def __init__(
-        self, view: FeatureView, source: Source, outputs: Sequence[int], *, sparse: bool = True
-    ) -> None:
+    def __init__(self, view: FeatureView, source: Source, outputs: Sequence[int]) -> None:
         types = {f.name: f.type for f in source.fields}
         self.view = view
         self.aggregator = ViewAggregator(view, types)
-        self.sparse = SparseRead(self.aggregator, view) if sparse else None
         self.outputs = tuple(outputs)
         self.ttl_ms = view.ttl_ms
         self.filter: Predicate | None = compile_predicate(source.filter, types) if source.filter else None
@@ -180,9 +122,6 @@ class ViewReplay:
             del tiles[key]
 
     def _read(self, tiles: dict[TileKey, TileState], t: int) -> ViewRead:
-        sparse = self.sparse
-        if sparse is not None and len(tiles) * sparse.steps < sparse.dense_cost:
-            return sparse.read(tiles, t)
         return self.aggregator.read(tiles, t)
 
     def run(

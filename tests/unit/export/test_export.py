@@ -207,14 +207,22 @@ def test_export_is_deterministic_whatever_the_bucketing(registry: Registry, tmp_
     rng = random.Random(6)
     pq.write_table(pa.Table.from_pylist(user_spine(rng, 200)), tmp_path / "spine.parquet")
     outputs = []
-    for i, options in enumerate(
-        [ExportOptions(), ExportOptions(bucket_spine_rows=7, bucket_events=50), ExportOptions(threads=1)]
-    ):
+    variants = [
+        ExportOptions(),
+        ExportOptions(bucket_spine_rows=7, bucket_events=50),
+        ExportOptions(threads=1),
+        # buckets replayed in worker processes, for the vector+replay and the all-replay paths
+        ExportOptions(bucket_spine_rows=7, bucket_events=50, processes=2),
+        ExportOptions(bucket_spine_rows=7, bucket_events=50, processes=2, engine="replay"),
+    ]
+    for i, options in enumerate(variants):
         out = tmp_path / f"out{i}.parquet"
-        export(registry, "all_user", tmp_path / "spine.parquet", tmp_path / "archive", out, options)
+        summary = export(registry, "all_user", tmp_path / "spine.parquet", tmp_path / "archive", out, options)
+        if options.processes == 2:
+            assert max(v.buckets for v in summary.views.values()) > 2  # really several buckets
         outputs.append(pq.read_table(out))
-    assert outputs[0].equals(outputs[1])
-    assert outputs[0].equals(outputs[2])
+    for other in outputs[1:]:
+        assert outputs[0].equals(other)
 
 
 def test_no_archived_events_means_not_found(registry: Registry, tmp_path: Path) -> None:

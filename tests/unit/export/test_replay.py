@@ -120,37 +120,16 @@ def test_repeated_times_and_entities_without_events(spine_order: str) -> None:
     assert all(status == 2 for _, status in got[2])  # u9: NOT_FOUND everywhere
 
 
-@settings(max_examples=80, deadline=None)
-@given(seed=st.integers(0, 10**6), n_events=st.integers(0, 80), dt=st.integers(0, 30 * HOUR))
-def test_sparse_read_equals_the_core_read(seed: int, n_events: int, dt: int) -> None:
-    reg = registry()
-    for view_name in ("v_user", "v_pair", "v_peer"):
-        view = reg.view(view_name)
-        replay = ViewReplay(view, reg.source("ev"), [0])
-        assert replay.sparse is not None
-        tiles: dict[TileKey, TileState] = {}
-        t = T0 + dt
-        for e in random_events(random.Random(seed), n_events, users=1, span_ms=30 * HOUR, dirty=False):
-            if e["event_time"] <= t:
-                replay.aggregator.update(tiles, e, e["event_time"])
-        assert replay.sparse.read(tiles, t) == replay.aggregator.read(tiles, t)
-
-
-def test_sparse_read_keeps_the_event_time_of_a_window_of_only_nan() -> None:
+def test_a_window_of_only_nan_keeps_its_event_time() -> None:
     """min / max of float64 skip NaN, so a slot can hold events and a None IR: the read still
-    reports their newest event time, as the core's read does."""
+    reports their newest event time."""
     reg = registry()
     view = reg.view("v_user")
     replay = ViewReplay(view, reg.source("ev"), [0])
-    assert replay.sparse is not None
     base = random_events(random.Random(5), 1, users=1, dirty=False)[0]
     tiles: dict[TileKey, TileState] = {}
     for t in (T0, T0 + 11 * MINUTE):
         replay.aggregator.update(tiles, dict(base, amount=float("nan")), t)
-    sparse, core = (
-        replay.sparse.read(tiles, T0 + 12 * MINUTE),
-        replay.aggregator.read(tiles, T0 + 12 * MINUTE),
-    )
+    read = replay.aggregator.read(tiles, T0 + 12 * MINUTE)
     at = replay.aggregator.served_names.index("amount_min_1h")
-    assert (sparse.values[at], sparse.last_event_ms[at]) == (None, T0 + 11 * MINUTE)
-    assert (core.values[at], core.last_event_ms[at]) == (None, T0 + 11 * MINUTE)
+    assert (read.values[at], read.last_event_ms[at]) == (None, T0 + 11 * MINUTE)
