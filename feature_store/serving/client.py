@@ -15,6 +15,7 @@ directly. Non-OK calls raise :class:`FeatureServingError` carrying the gRPC stat
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,7 +37,31 @@ __all__ = [
 ]
 
 DEFAULT_TARGET = "127.0.0.1:50051"
+DEFAULT_RETRIES = 2
 _T = TypeVar("_T")
+_SERVICE = "feature_store.serving.v1.FeatureServing"
+
+
+def retry_service_config(retries: int) -> str:
+    """gRPC service config retrying UNAVAILABLE ``retries`` times (within the call's deadline).
+
+    Every method of the service is a read, so a retry is always safe. UNAVAILABLE is what a
+    client sees when a server process goes away under it (a rolling restart, a worker of
+    ``fstore serve --workers`` killed with connections in its accept queue) or when the server
+    cannot reach the store; the deadline still bounds the whole call, retries included.
+    """
+    if retries < 0:
+        raise ValueError("retries must be >= 0")
+    if retries == 0:
+        return json.dumps({"methodConfig": [{"name": [{"service": _SERVICE}]}]})
+    policy = {
+        "maxAttempts": min(retries + 1, 5),  # gRPC caps attempts at 5
+        "initialBackoff": "0.01s",
+        "maxBackoff": "0.2s",
+        "backoffMultiplier": 2,
+        "retryableStatusCodes": ["UNAVAILABLE"],
+    }
+    return json.dumps({"methodConfig": [{"name": [{"service": _SERVICE}], "retryPolicy": policy}]})
 
 
 class FeatureServingError(Exception):
@@ -147,12 +172,17 @@ def _metadata(token: str | None) -> tuple[tuple[str, str], ...] | None:
 
 
 def _channel_args(
-    tls: TlsOptions | bool | None,
+    tls: TlsOptions | bool | None, retries: int, options: Iterable[tuple[str, Any]]
 ) -> tuple[grpc.ChannelCredentials | None, list[tuple[str, Any]]]:
+    """Credentials and channel options: TLS ones, the retry policy (unless the caller gives a
+    ``grpc.service_config`` of its own), then the caller's."""
+    options = list(options)
+    given = any(key == "grpc.service_config" for key, _ in options)
+    policy = [] if given else [("grpc.service_config", retry_service_config(retries))]
     if tls is None or tls is False:
-        return None, []
-    options = TlsOptions() if tls is True else tls
-    return options.credentials(), options.options()
+        return None, [*policy, *options]
+    tls_options = TlsOptions() if tls is True else tls
+    return tls_options.credentials(), [*tls_options.options(), *policy, *options]
 
 
 def _summaries(response: pb.ListFeatureServicesResponse) -> list[ServiceSummary]:
@@ -160,7 +190,11 @@ def _summaries(response: pb.ListFeatureServicesResponse) -> list[ServiceSummary]
 
 
 class FeatureClient:
-    """Blocking client; thread-safe (one channel, reused)."""
+    """Blocking client; thread-safe (one channel, reused).
+
+    ``retries``: how many times a call that failed with UNAVAILABLE is tried again (with a short
+    backoff, always within ``timeout_s``); 0 turns retries off.
+    """
 
     def __init__(
         self,
@@ -170,9 +204,9 @@ class FeatureClient:
         tls: TlsOptions | bool | None = None,
         timeout_s: float | None = 1.0,
         options: Iterable[tuple[str, Any]] = (),
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
-        credentials, tls_options = _channel_args(tls)
-        opts = [*tls_options, *options]
+        credentials, opts = _channel_args(tls, retries, options)
         self._channel = (
             grpc.secure_channel(target, credentials, options=opts)
             if credentials is not None
@@ -234,7 +268,8 @@ class FeatureClient:
 
 
 class AsyncFeatureClient:
-    """asyncio client (grpc.aio); create and use it on one event loop."""
+    """asyncio client (grpc.aio); create and use it on one event loop. ``retries`` as for
+    :class:`FeatureClient`."""
 
     def __init__(
         self,
@@ -244,9 +279,9 @@ class AsyncFeatureClient:
         tls: TlsOptions | bool | None = None,
         timeout_s: float | None = 1.0,
         options: Iterable[tuple[str, Any]] = (),
+        retries: int = DEFAULT_RETRIES,
     ) -> None:
-        credentials, tls_options = _channel_args(tls)
-        opts = [*tls_options, *options]
+        credentials, opts = _channel_args(tls, retries, options)
         self._channel = (
             grpc.aio.secure_channel(target, credentials, options=opts)
             if credentials is not None

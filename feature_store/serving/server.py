@@ -69,6 +69,9 @@ class _Abort(Exception):
         self.message = message
 
 
+_NO_RETRY = (("grpc-retry-pushback-ms", "-1"),)
+
+
 def _invalid(message: str) -> _Abort:
     return _Abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
@@ -254,7 +257,11 @@ class FeatureServingHandlers:
             return await work(label)
         except _Abort as exc:
             code = exc.code.name
-            await context.abort(exc.code, exc.message)
+            # the server already tried (the driver retries across replicas within the deadline):
+            # tell clients' gRPC retry policies not to try again (negative pushback); their
+            # retries are for a server process that went away, which has no trailers at all
+            trailers = _NO_RETRY if exc.code is grpc.StatusCode.UNAVAILABLE else ()
+            await context.abort(exc.code, exc.message, trailers)
             raise  # unreachable: abort raises
         except asyncio.CancelledError:
             code = "CANCELLED"

@@ -8,6 +8,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,6 +45,22 @@ def start_job(
         return subprocess.Popen(
             job_command(iso, *extra), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
         )
+
+
+def _difference(want: dict[bytes, dict[Any, Any]], got: dict[bytes, dict[Any, Any]]) -> str:
+    """Which tiles differ from the ground truth, for a readable failure."""
+    missing, extra, wrong = [], [], []
+    for key, tiles in want.items():
+        stored = got.get(key, {})
+        missing += [(key, t) for t in tiles.keys() - stored.keys()]
+        extra += [(key, t) for t in stored.keys() - tiles.keys()]
+        both = tiles.keys() & stored.keys()
+        wrong += [(key, t, tiles[t], stored[t]) for t in both if tiles[t] != stored[t]]
+    total = sum(len(t) for t in want.values())
+    return (
+        f"of {total} tiles: {len(missing)} missing (e.g. {missing[:3]}), {len(extra)} extra (e.g. "
+        f"{extra[:3]}), {len(wrong)} different (want, stored; e.g. {wrong[:3]})"
+    )
 
 
 def kill_9(proc: subprocess.Popen[bytes]) -> None:
@@ -89,6 +106,10 @@ def test_restart_from_checkpoint_after_kill_9_stores_exactly_the_ground_truth(
         def converged() -> bool:
             return stored_tiles(iso, "user_likes_received", want.keys()) == want
 
-        wait_for(converged, 180, "the stored tiles to equal the ground truth")
+        try:
+            wait_for(converged, 180, "the stored tiles to equal the ground truth")
+        except AssertionError:
+            got = stored_tiles(iso, "user_likes_received", want.keys())
+            raise AssertionError(_difference(want, got)) from None
     finally:
         kill_9(job)

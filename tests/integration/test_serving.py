@@ -366,6 +366,15 @@ def _workers(pid: int) -> list[int]:
     return found
 
 
+def _dead(pid: int) -> bool:
+    """Gone, or a zombie not reaped yet (its sockets are closed either way)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+    except OSError:
+        return True
+    return stat.rpartition(")")[2].split()[0] in {"Z", "X"}
+
+
 def _metric_total(metrics: str, name: str, worker: str) -> float:
     return sum(
         s.value
@@ -431,6 +440,12 @@ def test_several_worker_processes_share_one_port_and_are_restarted(
         # a worker killed hard is started again; the other one serves meanwhile
         victim = workers[0]
         os.kill(victim, signal.SIGKILL)
+        # once it is dead its listening socket has left the port's group (a connection the kernel
+        # queued on it in the instant before is reset: the client's UNAVAILABLE retry covers that)
+        deadline = time.monotonic() + 30
+        while not _dead(victim):
+            assert time.monotonic() < deadline, "the killed worker did not die"
+            time.sleep(0.05)
         lookups(4)
         deadline = time.monotonic() + 60
         while len(set(_workers(proc.pid)) - {victim}) < 2:
