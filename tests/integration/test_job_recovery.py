@@ -40,11 +40,29 @@ def start_job(
     extra = ["--source", "like", "--checkpoint-interval-ms", "1000", "--checkpoint-dir", str(checkpoints)]
     if restore is not None:
         extra += ["--restore-from", restore.resolve().as_uri()]
+    # each run's Flink log in its own folder, quoted when the test fails
+    env = {**os.environ, "FLINK_LOG_DIR": str(_flink_logs(log, restore is not None))}
     with log.open("ab") as sink:
         # its own process group: kill -9 takes the Python driver and the Flink JVM together
         return subprocess.Popen(
-            job_command(iso, *extra), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True
+            job_command(iso, *extra), stdout=sink, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
+
+
+def _flink_logs(log: Path, restored: bool) -> Path:
+    return log.parent / ("flink-restored" if restored else "flink-first")
+
+
+def _flink_problems(folder: Path, limit: int = 20) -> str:
+    """The last errors, failures and restarts of a run's Flink log (stack frames left out)."""
+    wanted = (" ERROR ", "Exception", "to FAILED", "RESTARTING", "failed, retrying", "unanswered")
+    lines = [
+        line.rstrip()
+        for path in sorted(folder.glob("*.log"))
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines()
+        if any(w in line for w in wanted) and not line.startswith("\tat ")
+    ]
+    return "\n".join(lines[-limit:]) or "(no warnings or errors)"
 
 
 def _difference(want: dict[bytes, dict[Any, Any]], got: dict[bytes, dict[Any, Any]]) -> str:
@@ -110,6 +128,7 @@ def test_restart_from_checkpoint_after_kill_9_stores_exactly_the_ground_truth(
             wait_for(converged, 180, "the stored tiles to equal the ground truth")
         except AssertionError:
             got = stored_tiles(iso, "user_likes_received", want.keys())
-            raise AssertionError(_difference(want, got)) from None
+            problems = _flink_problems(_flink_logs(log, restored=True))
+            raise AssertionError(f"{_difference(want, got)}\nrestored job's Flink log:\n{problems}") from None
     finally:
         kill_9(job)
