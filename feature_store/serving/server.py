@@ -249,14 +249,29 @@ class FeatureServingHandlers:
         context: grpc.aio.ServicerContext[Any, Any],
         work: Callable[[list[str]], Awaitable[_M]],
     ) -> _M:
-        """Run ``work``, turn _Abort into a status, record latency and errors."""
+        """Run ``work``, turn _Abort into a status, record latency and errors.
+
+        A failure is recorded before its status is sent, so a client that got the status finds
+        it counted when it scrapes the metrics right after.
+        """
         start = time.perf_counter()
         label = ["_none"]  # set by work once it knows the feature service
         code = "OK"
+        recorded = False
+
+        def record() -> None:
+            nonlocal recorded
+            if not recorded:
+                recorded = True
+                self._metrics.request_timer(method, label[0]).observe(time.perf_counter() - start)
+                if code != "OK":
+                    self._metrics.errors.labels(method, code).inc()
+
         try:
             return await work(label)
         except _Abort as exc:
             code = exc.code.name
+            record()
             # the server already tried (the driver retries across replicas within the deadline):
             # tell clients' gRPC retry policies not to try again (negative pushback); their
             # retries are for a server process that went away, which has no trailers at all
@@ -269,12 +284,11 @@ class FeatureServingHandlers:
         except Exception:
             code = "INTERNAL"
             log.exception("%s failed", method)
+            record()
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
             raise
         finally:
-            self._metrics.request_timer(method, label[0]).observe(time.perf_counter() - start)
-            if code != "OK":
-                self._metrics.errors.labels(method, code).inc()
+            record()
 
     # --- GetOnlineFeatures -------------------------------------------------------------------
 
