@@ -30,12 +30,22 @@ import math
 import struct
 from typing import Final
 
-__all__ = ["DEFAULT_PRECISION", "SPARSE_PRECISION", "HyperLogLog", "canonical_bytes", "hash64"]
+__all__ = [
+    "DEFAULT_PRECISION",
+    "SPARSE_PRECISION",
+    "SPARSE_SHIFT",
+    "HyperLogLog",
+    "canonical_bytes",
+    "hash64",
+    "sparse_estimate",
+    "sparse_limit",
+]
 
 DEFAULT_PRECISION: Final = 12
 SPARSE_PRECISION: Final = 25
 _SPARSE_M: Final = 1 << SPARSE_PRECISION
 _SPARSE_TAIL_BITS: Final = 64 - SPARSE_PRECISION
+SPARSE_SHIFT: Final = _SPARSE_TAIL_BITS  # a hash's sparse index is hash >> SPARSE_SHIFT
 _SPARSE_TAIL_MASK: Final = (1 << _SPARSE_TAIL_BITS) - 1
 _MIN_P, _MAX_P = 4, 16
 _FORMAT_VERSION: Final = 1
@@ -70,6 +80,19 @@ def canonical_bytes(value: object) -> bytes:
 def hash64(value: object) -> int:
     """The deterministic 64-bit hash every sketch uses."""
     return int.from_bytes(hashlib.blake2b(canonical_bytes(value), digest_size=8).digest(), "big")
+
+
+def sparse_limit(p: int = DEFAULT_PRECISION) -> int:
+    """The most sparse entries a sketch of precision ``p`` holds before it turns dense."""
+    return _params(p).sparse_limit
+
+
+def sparse_estimate(k: int) -> int:
+    """The estimate of a sparse sketch holding ``k`` distinct sparse indices (linear counting
+    over the ``2**25`` sparse registers): a function of ``k`` alone, so a caller that counts the
+    distinct ``hash64(value) >> SPARSE_SHIFT`` of a window elsewhere (e.g. in SQL) gets the
+    sketch's very estimate while the count is at most :func:`sparse_limit`."""
+    return round(_SPARSE_M * math.log(_SPARSE_M / (_SPARSE_M - k)))
 
 
 class _Params:
@@ -270,8 +293,7 @@ class HyperLogLog:
     def estimate(self) -> int:
         """The estimated number of distinct values added (0 for an empty sketch)."""
         if self._sparse is not None:
-            k = len(self._sparse)  # linear counting over the 2**25 sparse registers
-            return round(_SPARSE_M * math.log(_SPARSE_M / (_SPARSE_M - k)))
+            return sparse_estimate(len(self._sparse))
         assert self._dense is not None
         return round(_ertl_estimate(self._dense, self._params))
 

@@ -24,6 +24,16 @@ table, exact in integer arithmetic. Per kind:
   core's tie (``-0.0`` for min, ``+0.0`` for max) was seen. Strings compare by code point in
   both (UTF-8 byte order). A window with no value left (only NaN) is NULL_VALUE.
 
+* ``count_distinct`` (of int64 / string / bytes): the core's HyperLogLog sketch stays sparse
+  while it holds at most ``m / 8`` entries, and a sparse sketch's estimate depends only on how
+  many distinct sparse indices (the top 25 bits of each value's hash) it holds
+  (:func:`feature_store.core.sketch.sparse_estimate`); merging tiles unions those indices. So
+  each accepted event's index is computed once in Python with the core's hash, a window
+  ``count(DISTINCT index)`` over the same RANGE frame as min / max counts them, and the core's
+  function turns the count into the estimate. A window holding more than ``m / 8`` indices is a
+  dense sketch: those rows (rare: the 10M-event benchmark has 349 of 1M) are computed by adding
+  the window's hashes to a core sketch.
+
 Statuses follow :func:`feature_store.core.lookup.resolve` over the tiles the store holds at ``t``
 (see :mod:`feature_store.export.replay`): the newest event accepted by any slot of granularity
 ``g`` with ``event_time`` in ``[floor(t / g) * g - K_g * g, t]`` (``K_g`` tiles: the longest
@@ -38,9 +48,11 @@ Tests assert that both paths give identical outputs.
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pyarrow as pa
@@ -48,6 +60,14 @@ import pyarrow.parquet as pq
 
 from feature_store.core.aggregators import feature_aggregator
 from feature_store.core.model import LIFETIME_GRANULARITY_MS, AggregationKind, Feature, ValueType
+from feature_store.core.sketch import (
+    DEFAULT_PRECISION,
+    SPARSE_SHIFT,
+    HyperLogLog,
+    hash64,
+    sparse_estimate,
+    sparse_limit,
+)
 from feature_store.core.tiles import served_windows, window_tile_count
 from feature_store.export.plan import OutputColumn, ViewJob
 from feature_store.export.replay import INT64_MAX, INT64_MIN, tile_spans
@@ -71,7 +91,7 @@ def _eligible(feature: Feature) -> bool:
         return vt in _LAST_TYPES
     if kind in _EXTREMES:
         return vt in _EXTREME_TYPES
-    return False
+    return kind is AggregationKind.COUNT_DISTINCT
 
 
 def _floor(t: str, g: int) -> str:
@@ -88,6 +108,7 @@ class _Output:
     last: int | None = None  # last-value index (last)
     extreme: int | None = None  # windowed min / max index (min, max)
     floating: bool = False  # min / max of float64: -0.0 and +0.0 told apart
+    distinct: int | None = None  # windowed count_distinct index
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +132,9 @@ class VectorPlan:
     extremes: dict[_Extreme, int] = field(default_factory=dict)  # per event time -> index
     # (extreme, (g, k) or None for lifetime) -> index
     windowed: dict[tuple[int, tuple[int, int] | None], int] = field(default_factory=dict)
+    distincts: dict[tuple[int, str], int] = field(default_factory=dict)  # (acceptance, column) -> index
+    # (distinct, (g, k) or None for lifetime) -> index
+    windowed_distinct: dict[tuple[int, tuple[int, int] | None], int] = field(default_factory=dict)
     any_of: list[tuple[int, str]] = field(default_factory=list)  # (granularity, SQL boolean)
     lookups: list[str] = field(default_factory=list)  # spine expressions; [0] is t
     outputs: list[_Output] = field(default_factory=list)
@@ -189,6 +213,11 @@ def vector_plan(
             span = None if count is None else (window.granularity_ms, count)
             k = plan.windowed.setdefault((e, span), len(plan.windowed))
             plan.outputs.append(_Output(c, kind, a, low, extreme=k, floating=floating))
+        elif kind is AggregationKind.COUNT_DISTINCT:
+            d = plan.distincts.setdefault((a, value_col), len(plan.distincts))
+            span = None if count is None else (window.granularity_ms, count)
+            k = plan.windowed_distinct.setdefault((d, span), len(plan.windowed_distinct))
+            plan.outputs.append(_Output(c, kind, a, low, distinct=k))
         else:
             plan.outputs.append(_Output(c, kind, a, low))
     return plan
@@ -273,12 +302,7 @@ def _extremes_sql(plan: VectorPlan) -> str:
     windows = []
     for (k, span), i in plan.windowed.items():
         e = kinds[k]
-        if span is None:
-            start = "UNBOUNDED"
-        else:
-            g, count = span
-            start = f"(((t % {g}) + {g}) % {g} + {(count - 1) * g})"
-        over = f"OVER (PARTITION BY eid ORDER BY t RANGE BETWEEN {start} PRECEDING AND CURRENT ROW)"
+        over = _frame(span)
         fn = "min" if e.kind is AggregationKind.MIN else "max"
         windows.append(f"{fn}(e{k}) {over} AS m{i}")
         if e.floating:
@@ -288,6 +312,39 @@ def _extremes_sql(plan: VectorPlan) -> str:
             SELECT {", ".join([ROW_INDEX, "t", "eid", *windows])}
             FROM (SELECT {", ".join(spine_side)} FROM sp0
                   UNION ALL SELECT {", ".join(event_side)} FROM {_PREFIX_TABLE} WHERE {useful})
+        ) WHERE {ROW_INDEX} IS NOT NULL
+    """  # noqa: S608 - identifiers are generated, literals are integers
+
+
+def _frame(span: tuple[int, int] | None) -> str:
+    """The window over a per-entity time-ordered stream holding the events with ``L <= t' <= t``
+    (a RANGE frame: the peers at ``t`` are in; the offset ``t - L = (t mod g) + (k - 1) * g`` is
+    per row); ``span`` is (g, k), None for a lifetime window."""
+    if span is None:
+        start = "UNBOUNDED"
+    else:
+        g, count = span
+        start = f"(((t % {g}) + {g}) % {g} + {(count - 1) * g})"
+    return f"OVER (PARTITION BY eid ORDER BY t RANGE BETWEEN {start} PRECEDING AND CURRENT ROW)"
+
+
+def _distinct_table(d: int) -> str:
+    return f"fstore_vector_distinct_{d}"
+
+
+def _distinct_sql(plan: VectorPlan, d: int) -> str:
+    """Per spine row: ``count(DISTINCT sparse index)`` of distinct ``d``'s accepted events in each
+    of its windows (the spine rows and the events in one stream per entity, as for min / max)."""
+    windows = [
+        f"count(DISTINCT h) {_frame(span)} AS d{i}"
+        for (dd, span), i in plan.windowed_distinct.items()
+        if dd == d
+    ]
+    return f"""
+        SELECT * FROM (
+            SELECT {", ".join([ROW_INDEX, *windows])}
+            FROM (SELECT {ROW_INDEX}, t, eid, CAST(NULL AS BIGINT) AS h FROM sp0
+                  UNION ALL SELECT NULL AS {ROW_INDEX}, t, eid, h FROM {_distinct_table(d)})
         ) WHERE {ROW_INDEX} IS NOT NULL
     """  # noqa: S608 - identifiers are generated, literals are integers
 
@@ -328,11 +385,18 @@ def _lookup_sql(plan: VectorPlan, spine: str, event_times: bool, with_base: bool
     outs = [ROW_INDEX] + ([f"base AS {BASE_COLUMN}"] if with_base else [])
     for o in plan.outputs:
         outs += _output_sql(o, event_times)
-    extremes = f"ext AS ({_extremes_sql(plan)})," if plan.windowed else ""
+    ctes = [f"ext AS ({_extremes_sql(plan)})"] if plan.windowed else []
+    base = "ext" if plan.windowed else "sp0"
+    if plan.distincts:
+        ctes += [f"dst{d} AS ({_distinct_sql(plan, d)})" for d in plan.distincts.values()]
+        joined_d = " ".join(f"LEFT JOIN dst{d} USING ({ROW_INDEX})" for d in plan.distincts.values())
+        ctes.append(f"spd AS (SELECT * FROM {base} {joined_d})")  # noqa: S608 - generated names
+        base = "spd"
+    extra = "".join(f"{cte},\n" for cte in ctes)
     return f"""
         WITH sp0 AS (SELECT {ROW_INDEX}, t, eid FROM read_parquet({spine}, hive_partitioning = false)),
-        {extremes}
-        sp AS (SELECT *, {", ".join(lookups)} FROM {"ext" if plan.windowed else "sp0"}),
+        {extra}
+        sp AS (SELECT *, {", ".join(lookups)} FROM {base}),
         joined AS (SELECT sp.*, {", ".join(at_t + at_low)} FROM sp {joins}),
         newest AS (SELECT *, {newest} AS newest FROM joined),
         based AS (SELECT *, CASE WHEN newest IS NULL THEN 2 {stale}ELSE 1 END AS base FROM newest)
@@ -358,6 +422,8 @@ def _output_sql(o: _Output, event_times: bool) -> list[str]:
         )
     elif o.last is not None:
         value = f"lv{o.last}" if o.low is None else f"(CASE WHEN {since} THEN lv{o.last} END)"
+    elif o.distinct is not None:
+        value = f"coalesce(d{o.distinct}, 0)"  # distinct sparse indices: the estimate comes after
     elif o.extreme is not None:
         value = f"m{o.extreme}"
         if o.floating:  # the zero of the core's tie rule: -0.0 for min, +0.0 for max
@@ -403,10 +469,17 @@ def run_vector(
     2 NOT_FOUND, 4 OUTSIDE_MAX_AGE). ``events`` and ``spine`` are SQL file lists or globs.
     """
     con.execute(f"CREATE OR REPLACE TEMP TABLE {_PREFIX_TABLE} AS {_prefix_sql(plan, events)}").fetchall()
+    hashes: dict[int, pa.Table] = {}
     try:
+        for (a, column), d in plan.distincts.items():
+            hashes[d] = _hash_events(con, plan.acceptances[a], column, events)
+            con.register(_distinct_table(d), hashes[d])
         table = con.sql(_lookup_sql(plan, spine, event_times, with_base)).to_arrow_table()
+        table = _finish_distincts(con, plan, table, hashes, spine)
     finally:
         con.execute(f"DROP TABLE IF EXISTS {_PREFIX_TABLE}").fetchall()
+        for d in hashes:
+            con.unregister(_distinct_table(d))
     for o in plan.outputs:
         if o.kind is not AggregationKind.AVG:
             continue
@@ -423,3 +496,121 @@ def run_vector(
         table = table.remove_column(at).add_column(at, name, pa.array(values, type=pa.float64()))
         table = table.remove_column(table.schema.get_field_index(name + COUNT_SUFFIX))
     pq.write_table(table, out)
+
+
+def _hash_events(con: duckdb.DuckDBPyConnection, accepted: str, column: str, events: str) -> pa.Table:
+    """The accepted events of a count_distinct: ``eid``, ``t``, the value's sparse index ``h`` and
+    its full 64-bit hash ``hf`` (for dense windows), hashed once per distinct value with the
+    core's hash."""
+    found = con.sql(
+        f"SELECT eid, __t AS t, {column} AS v FROM read_parquet({events}, hive_partitioning = false) "  # noqa: S608
+        f"WHERE {accepted}"
+    ).to_arrow_table()
+    seen: dict[Any, int] = {}
+    full = []
+    for value in found.column("v").to_pylist():
+        h = seen.get(value)
+        if h is None:
+            h = seen[value] = hash64(value)
+        full.append(h)
+    top = SPARSE_SHIFT
+    return pa.table(
+        {
+            "eid": found.column("eid"),
+            "t": found.column("t"),
+            "h": pa.array([h >> top for h in full], pa.int64()),
+            "hf": pa.array(full, pa.uint64()),
+        }
+    )
+
+
+def _finish_distincts(
+    con: duckdb.DuckDBPyConnection,
+    plan: VectorPlan,
+    table: pa.Table,
+    hashes: dict[int, pa.Table],
+    spine: str,
+) -> pa.Table:
+    """Counts of distinct sparse indices -> the core's estimates; dense windows from a core sketch."""
+    outputs = [o for o in plan.outputs if o.distinct is not None]
+    if not outputs:
+        return table
+    limit = sparse_limit(DEFAULT_PRECISION)
+    spans = {i: (d, span) for (d, span), i in plan.windowed_distinct.items()}
+    estimates: dict[int, int] = {}
+    rows: dict[int, tuple[Any, int]] = {}  # row index -> (eid, t), for the dense rows
+    row_index = table.column(ROW_INDEX).to_pylist()
+    for o in outputs:
+        assert o.distinct is not None
+        name = o.column.name
+        counts = table.column(name).to_pylist()
+        values: list[int | None] = []
+        dense: list[int] = []
+        for j, k in enumerate(counts):
+            if k is None:
+                values.append(None)
+            elif k <= limit:
+                e = estimates.get(k)
+                if e is None:
+                    e = estimates[k] = sparse_estimate(k)
+                values.append(e)
+            else:
+                values.append(None)
+                dense.append(j)
+        if dense:
+            missing = [row_index[j] for j in dense if row_index[j] not in rows]
+            if missing:
+                rows.update(_spine_rows(con, spine, missing))
+            d, span = spans[o.distinct]
+            _dense_counts(values, dense, [rows[row_index[j]] for j in dense], hashes[d], span)
+        at = table.schema.get_field_index(name)
+        table = table.set_column(at, name, pa.array(values, pa.int64()))
+    return table
+
+
+def _spine_rows(con: duckdb.DuckDBPyConnection, spine: str, wanted: list[int]) -> dict[int, tuple[Any, int]]:
+    """row index -> (eid, t) for the given spine rows."""
+    con.register("fstore_vector_wanted", pa.table({ROW_INDEX: pa.array(wanted, pa.int64())}))
+    try:
+        found = con.sql(
+            f"SELECT {ROW_INDEX}, eid, t FROM read_parquet({spine}, hive_partitioning = false) "  # noqa: S608
+            f"WHERE {ROW_INDEX} IN (SELECT {ROW_INDEX} FROM fstore_vector_wanted)"
+        ).fetchall()
+    finally:
+        con.unregister("fstore_vector_wanted")
+    return {int(r): (e, int(t)) for r, e, t in found}
+
+
+def _dense_counts(
+    values: list[int | None],
+    positions: list[int],
+    rows: list[tuple[Any, int]],
+    hashes: pa.Table,
+    span: tuple[int, int] | None,
+) -> None:
+    """The core sketch's estimate for windows past the sparse limit, in place: the window's
+    accepted hashes added to one sketch give the registers that merging its tiles gives (merge
+    is a per-register maximum, and densifying does not depend on the order)."""
+    wanted = {eid for eid, _ in rows}
+    eids = hashes.column("eid").to_pylist()
+    times = hashes.column("t").to_pylist()
+    full = hashes.column("hf").to_pylist()
+    per_entity: dict[Any, list[tuple[int, int]]] = {}
+    for eid, t, h in zip(eids, times, full, strict=True):
+        if eid in wanted:
+            per_entity.setdefault(eid, []).append((t, h))
+    for items in per_entity.values():
+        items.sort()
+    for position, (eid, t) in zip(positions, rows, strict=True):
+        items = per_entity.get(eid, [])
+        keys = [x for x, _ in items]
+        if span is None:
+            low = 0
+        else:
+            g, count = span
+            low = bisect.bisect_left(keys, t - t % g - (count - 1) * g)
+        high = bisect.bisect_right(keys, t)
+        sketch = HyperLogLog(DEFAULT_PRECISION)
+        for _, h in items[low:high]:
+            sketch.add_hash(h)
+        values[position] = sketch.estimate()
