@@ -56,6 +56,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from feature_store.core.aggregators import feature_aggregator
@@ -500,28 +501,18 @@ def run_vector(
 
 def _hash_events(con: duckdb.DuckDBPyConnection, accepted: str, column: str, events: str) -> pa.Table:
     """The accepted events of a count_distinct: ``eid``, ``t``, the value's sparse index ``h`` and
-    its full 64-bit hash ``hf`` (for dense windows), hashed once per distinct value with the
-    core's hash."""
+    its full 64-bit hash ``hf`` (for dense windows). Each distinct value is hashed once, in Python,
+    with the core's hash; Arrow maps the events onto them."""
     found = con.sql(
         f"SELECT eid, __t AS t, {column} AS v FROM read_parquet({events}, hive_partitioning = false) "  # noqa: S608
         f"WHERE {accepted}"
     ).to_arrow_table()
-    seen: dict[Any, int] = {}
-    full = []
-    for value in found.column("v").to_pylist():
-        h = seen.get(value)
-        if h is None:
-            h = seen[value] = hash64(value)
-        full.append(h)
-    top = SPARSE_SHIFT
-    return pa.table(
-        {
-            "eid": found.column("eid"),
-            "t": found.column("t"),
-            "h": pa.array([h >> top for h in full], pa.int64()),
-            "hf": pa.array(full, pa.uint64()),
-        }
-    )
+    values = found.column("v")
+    uniques = pc.unique(values)
+    hashed = pa.array([hash64(v) for v in uniques.to_pylist()], pa.uint64())
+    full = pc.take(hashed, pc.index_in(values, value_set=uniques))
+    top = pc.cast(pc.shift_right(full, pa.scalar(SPARSE_SHIFT, pa.uint64())), pa.int64())
+    return pa.table({"eid": found.column("eid"), "t": found.column("t"), "h": top, "hf": full})
 
 
 def _finish_distincts(
@@ -531,40 +522,33 @@ def _finish_distincts(
     hashes: dict[int, pa.Table],
     spine: str,
 ) -> pa.Table:
-    """Counts of distinct sparse indices -> the core's estimates; dense windows from a core sketch."""
+    """Counts of distinct sparse indices -> the core's estimates (a lookup table of
+    :func:`sparse_estimate` for every count up to the sparse limit); dense windows from a core
+    sketch."""
     outputs = [o for o in plan.outputs if o.distinct is not None]
     if not outputs:
         return table
     limit = sparse_limit(DEFAULT_PRECISION)
+    estimates = pa.array([sparse_estimate(k) for k in range(limit + 1)], pa.int64())
     spans = {i: (d, span) for (d, span), i in plan.windowed_distinct.items()}
-    estimates: dict[int, int] = {}
     rows: dict[int, tuple[Any, int]] = {}  # row index -> (eid, t), for the dense rows
-    row_index = table.column(ROW_INDEX).to_pylist()
+    row_index = table.column(ROW_INDEX)
     for o in outputs:
         assert o.distinct is not None
         name = o.column.name
-        counts = table.column(name).to_pylist()
-        values: list[int | None] = []
-        dense: list[int] = []
-        for j, k in enumerate(counts):
-            if k is None:
-                values.append(None)
-            elif k <= limit:
-                e = estimates.get(k)
-                if e is None:
-                    e = estimates[k] = sparse_estimate(k)
-                values.append(e)
-            else:
-                values.append(None)
-                dense.append(j)
+        counts = table.column(name).combine_chunks()
+        values = pc.take(estimates, pc.min_element_wise(counts, limit, skip_nulls=False))  # null: null
+        over = pc.fill_null(pc.greater(counts, limit), False)
+        dense = pc.indices_nonzero(over).to_pylist()
         if dense:
-            missing = [row_index[j] for j in dense if row_index[j] not in rows]
+            wanted = pc.take(row_index, dense).to_pylist()
+            missing = [r for r in wanted if r not in rows]
             if missing:
                 rows.update(_spine_rows(con, spine, missing))
             d, span = spans[o.distinct]
-            _dense_counts(values, dense, [rows[row_index[j]] for j in dense], hashes[d], span)
-        at = table.schema.get_field_index(name)
-        table = table.set_column(at, name, pa.array(values, pa.int64()))
+            exact = _dense_counts([rows[r] for r in wanted], hashes[d], span)
+            values = pc.replace_with_mask(values, over, pa.array(exact, pa.int64()))
+        table = table.set_column(table.schema.get_field_index(name), name, values)
     return table
 
 
@@ -581,27 +565,19 @@ def _spine_rows(con: duckdb.DuckDBPyConnection, spine: str, wanted: list[int]) -
     return {int(r): (e, int(t)) for r, e, t in found}
 
 
-def _dense_counts(
-    values: list[int | None],
-    positions: list[int],
-    rows: list[tuple[Any, int]],
-    hashes: pa.Table,
-    span: tuple[int, int] | None,
-) -> None:
-    """The core sketch's estimate for windows past the sparse limit, in place: the window's
-    accepted hashes added to one sketch give the registers that merging its tiles gives (merge
-    is a per-register maximum, and densifying does not depend on the order)."""
-    wanted = {eid for eid, _ in rows}
-    eids = hashes.column("eid").to_pylist()
-    times = hashes.column("t").to_pylist()
-    full = hashes.column("hf").to_pylist()
+def _dense_counts(rows: list[tuple[Any, int]], hashes: pa.Table, span: tuple[int, int] | None) -> list[int]:
+    """The core sketch's estimate for windows past the sparse limit, one per (eid, t) row: the
+    window's accepted hashes added to one sketch give the registers that merging its tiles gives
+    (merge is a per-register maximum, and densifying does not depend on the order)."""
+    wanted = pa.array(sorted({eid for eid, _ in rows}), hashes.schema.field("eid").type)
+    mine = hashes.filter(pc.is_in(hashes.column("eid"), value_set=wanted))
     per_entity: dict[Any, list[tuple[int, int]]] = {}
-    for eid, t, h in zip(eids, times, full, strict=True):
-        if eid in wanted:
-            per_entity.setdefault(eid, []).append((t, h))
+    for eid, t, h in zip(*(mine.column(c).to_pylist() for c in ("eid", "t", "hf")), strict=True):
+        per_entity.setdefault(eid, []).append((t, h))
     for items in per_entity.values():
         items.sort()
-    for position, (eid, t) in zip(positions, rows, strict=True):
+    out = []
+    for eid, t in rows:
         items = per_entity.get(eid, [])
         keys = [x for x, _ in items]
         if span is None:
@@ -613,4 +589,5 @@ def _dense_counts(
         sketch = HyperLogLog(DEFAULT_PRECISION)
         for _, h in items[low:high]:
             sketch.add_hash(h)
-        values[position] = sketch.estimate()
+        out.append(sketch.estimate())
+    return out
