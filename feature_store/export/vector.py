@@ -137,6 +137,7 @@ class VectorPlan:
     # (distinct, (g, k) or None for lifetime) -> index
     windowed_distinct: dict[tuple[int, tuple[int, int] | None], int] = field(default_factory=dict)
     any_of: list[tuple[int, str]] = field(default_factory=list)  # (granularity, SQL boolean)
+    any_always: list[bool] = field(default_factory=list)  # per any_of: one of its acceptances is TRUE
     lookups: list[str] = field(default_factory=list)  # spine expressions; [0] is t
     outputs: list[_Output] = field(default_factory=list)
 
@@ -191,6 +192,7 @@ def vector_plan(
             if accept[feature.name] not in sqls:
                 sqls.append(accept[feature.name])
     plan.any_of = [(g, "(" + " OR ".join(sqls) + ")") for g, sqls in sorted(by_granularity.items())]
+    plan.any_always = [_ALWAYS in sqls for _, sqls in sorted(by_granularity.items())]
     plan.lookup("t")
     for c in wanted:
         feature, window = windows[c.output_index]
@@ -240,6 +242,9 @@ def _acceptances(job: ViewJob, column: Callable[[str], str]) -> dict[str, str]:
     return accept
 
 
+_ALWAYS = f"({TRUE})"  # the acceptance of a feature with no filter, no where and no input field
+
+
 _STATUS = "CASE base WHEN 2 THEN 'NOT_FOUND' WHEN 4 THEN 'OUTSIDE_MAX_AGE' ELSE {present} END"
 _PREFIX_TABLE = "fstore_vector_prefix"
 
@@ -259,11 +264,19 @@ def _prefix_sql(plan: VectorPlan, events: str) -> str:
     for e, k in plan.extremes.items():
         group += _extreme_group_sql(e, k)
     w = "OVER (PARTITION BY eid ORDER BY t ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
+    # an acceptance that is always true holds at every (entity, event time) row, so its newest
+    # accepted time so far is the row's own time: no window needed (plain counts, no filter)
     prefix = [f"sum(n{i}) {w} AS cn{i}" for i in range(n_acc)]
-    prefix += [f"max(CASE WHEN n{i} > 0 THEN t END) {w} AS lt{i}" for i in range(n_acc)]
+    prefix += [
+        f"t AS lt{i}" if sql == _ALWAYS else f"max(CASE WHEN n{i} > 0 THEN t END) {w} AS lt{i}"
+        for i, sql in enumerate(plan.acceptances)
+    ]
     prefix += [f"sum(s{k}) {w} AS cs{k}" for k in plan.sums.values()]
     prefix += [f"last_value(l{k} IGNORE NULLS) {w} AS lv{k}" for k in plan.lasts.values()]
-    prefix += [f"max(CASE WHEN y{i} THEN t END) {w} AS ly{i}" for i in range(len(plan.any_of))]
+    prefix += [
+        f"t AS ly{i}" if always else f"max(CASE WHEN y{i} THEN t END) {w} AS ly{i}"
+        for i, always in enumerate(plan.any_always)
+    ]
     prefix += [f"e{k}" for k in plan.extremes.values()]
     prefix += [f"z{k}" for e, k in plan.extremes.items() if e.floating]
     return f"""
@@ -574,12 +587,14 @@ def _dense_counts(rows: list[tuple[Any, int]], hashes: pa.Table, span: tuple[int
     per_entity: dict[Any, list[tuple[int, int]]] = {}
     for eid, t, h in zip(*(mine.column(c).to_pylist() for c in ("eid", "t", "hf")), strict=True):
         per_entity.setdefault(eid, []).append((t, h))
-    for items in per_entity.values():
+    times: dict[Any, list[int]] = {}
+    for eid, items in per_entity.items():
         items.sort()
+        times[eid] = [x for x, _ in items]
     out = []
     for eid, t in rows:
         items = per_entity.get(eid, [])
-        keys = [x for x, _ in items]
+        keys = times.get(eid, [])
         if span is None:
             low = 0
         else:
