@@ -63,6 +63,8 @@ class EventRouter:
         self._filter: Predicate | None = compile_predicate(source.filter, types) if source.filter else None
         self._event_time = source.event_time_field
         self._lateness_ms = source.allowed_lateness_ms
+        # per Kafka partition: the newest event time routed so far (see route)
+        self._newest: dict[int, int] = {}
         self.views: tuple[FeatureView, ...] = tuple(v for v in registry.views if v.source == source_name)
         self._routes = tuple(
             (str(index), view.entity_key_fields, view_fields(view, source))
@@ -72,8 +74,16 @@ class EventRouter:
     def route(
         self, payload: bytes, partition: int, offset: int, watermark_ms: int = NO_WATERMARK
     ) -> list[Routed] | DeadLetter:
-        """Route one record; events more than the allowed lateness behind ``watermark_ms`` are
-        dead-lettered once here (with the original bytes), before they fan out to views."""
+        """Route one record; a too-late event is dead-lettered once here (with the original
+        bytes), before it fans out to views.
+
+        Too late: more than the allowed lateness behind ``watermark_ms`` *and* behind the newest
+        event this router has seen from the same partition. The watermark alone is not enough:
+        Flink's Kafka source only counts a partition in the watermark once it has fetched
+        records of it, so right after a start or a restore the records of one partition can
+        push the watermark past another partition's unread, in-order records, which would then
+        be judged late. An event is late only against what its own partition already showed.
+        """
         try:
             event = self._decoder.decode(payload)
         except DecodeError as exc:
@@ -87,11 +97,14 @@ class EventRouter:
                 partition,
                 offset,
             )
-        if event_time < watermark_ms - self._lateness_ms:
+        newest = self._newest.get(partition)
+        if newest is None or event_time > newest:
+            self._newest[partition] = event_time
+        elif event_time < min(watermark_ms, newest) - self._lateness_ms:
             return DeadLetter(
                 DeadLetterReason.TOO_LATE,
                 f"event time {event_time} is more than {self._lateness_ms} ms behind the watermark "
-                f"{watermark_ms}",
+                f"{watermark_ms} and the newest event {newest} of partition {partition}",
                 payload,
                 partition,
                 offset,

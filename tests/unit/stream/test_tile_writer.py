@@ -64,16 +64,40 @@ def test_router_keys_each_view_and_keeps_only_the_fields_it_reads(registry: Regi
 def test_router_dead_letters_a_too_late_event_once_with_its_origin(registry: Registry) -> None:
     router = EventRouter(registry, "like")
     lateness = registry.source("like").allowed_lateness_ms
+    newer = 1000 + lateness + 1
+    assert not isinstance(router.route(like_bytes(registry, like(1, newer)), 1, 6, newer), DeadLetter)
     payload = like_bytes(registry, like(1, 1000))
 
-    dead = router.route(payload, partition=1, offset=7, watermark_ms=1000 + lateness + 1)
-    on_time = router.route(payload, partition=1, offset=7, watermark_ms=1000 + lateness)
+    dead = router.route(payload, partition=1, offset=7, watermark_ms=newer)
+    on_time = router.route(payload, partition=1, offset=8, watermark_ms=1000 + lateness)
 
     assert isinstance(dead, DeadLetter)
     assert dead.reason is DeadLetterReason.TOO_LATE
     assert (dead.payload, dead.partition, dead.offset) == (payload, 1, 7)
     assert "behind the watermark" in dead.message
     assert not isinstance(on_time, DeadLetter)
+
+
+def test_in_order_events_are_never_late_even_when_another_partition_ran_the_watermark_ahead(
+    registry: Registry,
+) -> None:
+    """Flink's Kafka source counts a partition in the watermark only once it fetched records of
+    it: partition 0 read to its end can push the watermark past partition 1's in-order records."""
+    router = EventRouter(registry, "like")
+    lateness = registry.source("like").allowed_lateness_ms
+    ahead = 10 * lateness  # what partition 0's records made of the watermark
+    for offset, t in enumerate(range(1000, 1000 + 5 * lateness, lateness // 2)):
+        routed = router.route(
+            like_bytes(registry, like(1, t)), partition=1, offset=offset, watermark_ms=ahead
+        )
+        assert not isinstance(routed, DeadLetter), (offset, routed)
+    # but an event behind both the watermark and its own partition's newest one is late
+    late = router.route(like_bytes(registry, like(1, 1000)), partition=1, offset=99, watermark_ms=ahead)
+    assert isinstance(late, DeadLetter)
+    assert late.reason is DeadLetterReason.TOO_LATE
+    # and the first event of a partition is judged against nothing older: not late
+    first = router.route(like_bytes(registry, like(1, 1000)), partition=2, offset=0, watermark_ms=ahead)
+    assert not isinstance(first, DeadLetter)
 
 
 def test_router_dead_letters_bad_bytes_with_their_origin(registry: Registry) -> None:
