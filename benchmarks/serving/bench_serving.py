@@ -31,7 +31,7 @@ Floors (unless ``--no-floor``), at the same rates: an empty grpc.aio handler dri
 empty FastAPI handler under uvicorn driven by vegeta (Feast's web stack), and a bare
 cassandra-driver loop issuing our server's reads. The load average is recorded after every run.
 
-ghz: ``GOBIN=$PWD/.stack/bin go install github.com/bojand/ghz/cmd/ghz@latest`` (required);
+ghz: installed into .stack/bin from the Go module proxy when missing (``go install``);
 vegeta is installed into ``.stack/bin`` from the Go module proxy when missing.
 """
 
@@ -47,9 +47,9 @@ from typing import Any
 from benchmarks.serving.common import (
     ROOT,
     SCENARIOS,
+    ensure_ghz,
     feature_refs,
     free_port,
-    ghz_path,
     max_sustained,
     request_json,
     run_ghz,
@@ -184,9 +184,7 @@ def step(runs: list[dict[str, Any]], active: set[str], name: str, run: dict[str,
 
 def main() -> None:
     args = parse_args()
-    ghz = ghz_path()
-    if ghz is None:
-        sys.exit("ghz not found: GOBIN=$PWD/.stack/bin go install github.com/bojand/ghz/cmd/ghz@latest")
+    ghz = ensure_ghz()
     targets = {"fstore", "feast"} if args.target == "both" else {args.target}
     scenarios = [SCENARIOS[s] for s in args.scenarios.split(",")]
     result: dict[str, Any] = {

@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OUT = ROOT / "out" / "benchmarks"
 BIN = ROOT / ".stack" / "bin"
 GHZ_CANDIDATES = (BIN / "ghz",)
+GHZ_MODULE = "github.com/bojand/ghz"
+GHZ_VERSION = "v0.120.0"  # used when the module proxy will not resolve @latest
 VEGETA_MODULE = "github.com/tsenart/vegeta/v12"
 VEGETA_VERSION = "v12.12.0"  # used when the module proxy will not resolve @latest
 SUSTAINED_RATIO = 0.95  # a rate is sustained when >= 95 % of it is achieved with no errors
@@ -228,33 +230,44 @@ def vegeta_path() -> str | None:
     return str(candidate) if candidate.exists() else shutil.which("vegeta")
 
 
+def _go_install(name: str, module: str, package: str, version: str) -> None:
+    """``go install package@latest`` into .stack/bin; if the proxy will not resolve @latest, build
+    ``version`` pinned in a throw-away module."""
+    if shutil.which("go") is None:
+        sys.exit(f"{name} not found and no Go toolchain: GOBIN=$PWD/.stack/bin go install {package}@latest")
+    BIN.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "GOBIN": str(BIN)}
+    print(f"installing {name} into {BIN} (go install)", file=sys.stderr, flush=True)
+    done = subprocess.run(["go", "install", f"{package}@latest"], env=env, check=False, cwd=ROOT)
+    if done.returncode != 0:
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "go.mod").write_text(f"module {name}build\n\ngo 1.22\n\nrequire {module} {version}\n")
+            Path(tmp, "tools.go").write_text(f'//go:build tools\n\npackage tools\n\nimport _ "{package}"\n')
+            subprocess.run(["go", "mod", "tidy"], env=env, check=True, cwd=tmp)
+            subprocess.run(["go", "install", package], env=env, check=True, cwd=tmp)
+
+
 def ensure_vegeta() -> str:
     """vegeta in .stack/bin, installed from the Go module proxy when missing."""
     found = vegeta_path()
     if found:
         return found
-    if shutil.which("go") is None:
-        sys.exit(
-            f"vegeta not found and no Go toolchain: GOBIN=$PWD/.stack/bin go install {VEGETA_MODULE}@latest"
-        )
-    BIN.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "GOBIN": str(BIN)}
-    print(f"installing vegeta into {BIN} (go install)", file=sys.stderr, flush=True)
-    done = subprocess.run(["go", "install", f"{VEGETA_MODULE}@latest"], env=env, check=False, cwd=ROOT)
-    if done.returncode != 0:
-        # some proxies refuse the version list @latest needs: build a pinned version in a module
-        with tempfile.TemporaryDirectory() as tmp:
-            Path(tmp, "go.mod").write_text(
-                f"module vegetabuild\n\ngo 1.22\n\nrequire {VEGETA_MODULE} {VEGETA_VERSION}\n"
-            )
-            Path(tmp, "tools.go").write_text(
-                f'//go:build tools\n\npackage tools\n\nimport _ "{VEGETA_MODULE}"\n'
-            )
-            subprocess.run(["go", "mod", "tidy"], env=env, check=True, cwd=tmp)
-            subprocess.run(["go", "install", VEGETA_MODULE], env=env, check=True, cwd=tmp)
+    _go_install("vegeta", VEGETA_MODULE, VEGETA_MODULE, VEGETA_VERSION)
     found = vegeta_path()
     if found is None:
         sys.exit("vegeta install failed")
+    return found
+
+
+def ensure_ghz() -> str:
+    """ghz in .stack/bin, installed from the Go module proxy when missing."""
+    found = ghz_path()
+    if found:
+        return found
+    _go_install("ghz", GHZ_MODULE, f"{GHZ_MODULE}/cmd/ghz", GHZ_VERSION)
+    found = ghz_path()
+    if found is None:
+        sys.exit("ghz install failed")
     return found
 
 
