@@ -92,7 +92,11 @@ def _eligible(feature: Feature) -> bool:
         return vt in _LAST_TYPES
     if kind in _EXTREMES:
         return vt in _EXTREME_TYPES
-    return kind is AggregationKind.COUNT_DISTINCT
+    # the SQL counts the sparse indices of sketches of the default precision (every registry
+    # feature's today); a sketch of another precision would go to the replay
+    return kind is AggregationKind.COUNT_DISTINCT and (
+        getattr(feature_aggregator(feature), "precision", None) == DEFAULT_PRECISION
+    )
 
 
 def _floor(t: str, g: int) -> str:
