@@ -672,7 +672,10 @@ class FeatureServer:
     # --- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> int:
-        """Bind, load the registry (or keep retrying in the background), serve; returns the port."""
+        """Load the registry (or keep retrying in the background), bind, serve; returns the port.
+
+        Alone on its port, the server listens at once (health NOT_SERVING until it can answer);
+        with ``reuse_port`` it binds only once it can answer (see the comment below)."""
         s = self.settings
         loop = asyncio.get_running_loop()
         self._handlers = FeatureServingHandlers(
@@ -699,6 +702,16 @@ class FeatureServer:
             server,
             pool=_MethodAwarePool(descriptor_pool.Default()),  # type: ignore[arg-type]
         )
+        self._server = server
+        await self._set_health(False)
+        self.reader.start(loop)
+        await self.versions.start()
+        if s.reuse_port:
+            # one of several processes on a shared port: the kernel hands connections to every
+            # listening member, and health is per connection, so a member joins only once it can
+            # answer (registry loaded, store connected); until then the others take the traffic
+            while not (self.versions.current is not None and self.reader.connected):
+                await asyncio.sleep(0.05)
         port = (
             server.add_secure_port(s.listen, _server_credentials(s))
             if s.tls_enabled
@@ -707,10 +720,6 @@ class FeatureServer:
         if port == 0:
             raise RuntimeError(f"cannot listen on {s.listen}")
         self.port = port
-        self._server = server
-        await self._set_health(False)
-        self.reader.start(loop)
-        await self.versions.start()
         await server.start()
         if s.metrics_port is not None:
             self.metrics_port = self.metrics.serve(s.metrics_host, s.metrics_port)

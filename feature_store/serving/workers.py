@@ -13,7 +13,8 @@ The supervisor (this module, the parent process) does no serving:
   and every worker binds the same port;
 - it starts the workers with the ``spawn`` method (gRPC and the driver must not be forked), each
   with ``workers=1``, ``reuse_port`` on and its own ephemeral metrics port, and waits until all
-  of them listen;
+  of them listen; a worker joins the port only once it can answer (registry loaded, store
+  connected), so the kernel never hands a connection to a worker that would refuse it;
 - it serves ``/metrics`` on the configured port: every worker's metrics, scraped at scrape time,
   with a ``worker`` label added;
 - a worker that dies is started again (a worker failing ``_MAX_FAST_FAILURES`` times in a row
@@ -168,8 +169,11 @@ class Supervisor:
         """Reserve the port, start every worker and wait until each listens; returns the port."""
         self._reserved, self.port = _reserve(self.settings.listen)
         child = self.worker_settings()
-        for index in range(self.settings.workers):
-            self._workers.append(self._spawn(index, child))
+        launched = [self._launch(index, child) for index in range(self.settings.workers)]
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        for worker, receive in launched:  # they start side by side
+            self._await_ready(worker, receive, deadline - time.monotonic())
+            self._workers.append(worker)
         if self.settings.metrics_port is not None:
             registry = CollectorRegistry(auto_describe=False)
             registry.register(_WorkerMetrics(self._metrics_ports, self.settings.metrics_host))
@@ -189,19 +193,28 @@ class Supervisor:
     def _metrics_ports(self) -> list[tuple[str, int]]:
         return [(str(w.index), w.metrics_port) for w in self._workers if w.metrics_port]
 
-    def _spawn(self, index: int, settings: ServeSettings) -> _Worker:
+    def _launch(self, index: int, settings: ServeSettings) -> tuple[_Worker, Any]:
         receive, send = self._ctx.Pipe(duplex=False)
         process = self._ctx.Process(
             target=_worker_main, args=(settings, index, send), name=f"fstore-serve-{index}", daemon=False
         )
         process.start()
         send.close()
-        worker = _Worker(index, process, time.monotonic())
-        if receive.poll(_START_TIMEOUT_S):
+        return _Worker(index, process, time.monotonic()), receive
+
+    @staticmethod
+    def _await_ready(worker: _Worker, receive: Any, timeout_s: float) -> None:
+        """Wait until the worker listens (it joins the port only once it can answer: registry
+        loaded, store connected), at most ``timeout_s``; a worker still waiting serves later."""
+        if receive.poll(max(0.0, timeout_s)):
             # EOF: it died before it listened; the watch loop restarts it or gives up
             with contextlib.suppress(EOFError):
                 _, worker.metrics_port = receive.recv()
         receive.close()
+
+    def _spawn(self, index: int, settings: ServeSettings) -> _Worker:
+        worker, receive = self._launch(index, settings)
+        self._await_ready(worker, receive, _START_TIMEOUT_S)
         return worker
 
     def watch(self) -> int:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import socket
 import threading
 import time
 import urllib.request
@@ -18,7 +20,7 @@ from feature_store.adapters.file_registry_store import FileRegistryStore
 from feature_store.core.model import FeatureRef, FeatureService, Registry
 from feature_store.definitions.apply import apply_registry
 from feature_store.serving.client import FeatureClient, FeatureServingError
-from feature_store.serving.server import SERVICE_NAME
+from feature_store.serving.server import SERVICE_NAME, FeatureServer
 from feature_store.serving.store import InMemoryTileReader
 from feature_store.serving.testing import ManualClock, ServerThread, test_settings
 from tests.unit.serving.conftest import make_reader
@@ -270,3 +272,39 @@ def test_pinned_server_version_never_reloads(tmp_path: Path) -> None:
         assert len(client.list_feature_services()) == 3
         assert st.server.versions.current is not None
         assert st.server.versions.current.version == 1
+
+
+def test_a_process_on_a_shared_port_listens_only_once_it_can_answer(
+    applied: tuple[FileRegistryStore, Registry], events: dict[str, list[dict[str, Any]]]
+) -> None:
+    """With reuse_port (``fstore serve --workers N``) the kernel hands connections to every
+    listening process, so one still connecting to the store must not listen yet."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    reader = make_reader(applied[1], events)
+    reader.down = True
+    st = ServerThread(
+        test_settings(listen=f"127.0.0.1:{port}", reuse_port=True),
+        registry_store=applied[0],
+        reader=reader,
+        clock=ManualClock(NOW),
+    )
+
+    async def make() -> FeatureServer:
+        server = FeatureServer(st.settings, registry_store=applied[0], reader=reader, clock=ManualClock(NOW))
+        await server.start()
+        return server
+
+    starting = asyncio.run_coroutine_threadsafe(make(), st.loop)
+    time.sleep(0.5)
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    assert not starting.done()
+    reader.down = False  # the store answers: it joins the port
+    st.server = starting.result(10)
+    try:
+        with FeatureClient(st.target, timeout_s=5) as client:
+            assert client.get_online_features("ranking_v1", entities=USERS).statuses[0][0] == "PRESENT"
+    finally:
+        st.stop()
