@@ -52,16 +52,16 @@ def retry_service_config(retries: int) -> str:
     """
     if retries < 0:
         raise ValueError("retries must be >= 0")
-    if retries == 0:
-        return json.dumps({"methodConfig": [{"name": [{"service": _SERVICE}]}]})
-    policy = {
-        "maxAttempts": min(retries + 1, 5),  # gRPC caps attempts at 5
-        "initialBackoff": "0.01s",
-        "maxBackoff": "0.2s",
-        "backoffMultiplier": 2,
-        "retryableStatusCodes": ["UNAVAILABLE"],
-    }
-    return json.dumps({"methodConfig": [{"name": [{"service": _SERVICE}], "retryPolicy": policy}]})
+    method: dict[str, Any] = {"name": [{"service": _SERVICE}]}
+    if retries:
+        method["retryPolicy"] = {
+            "maxAttempts": min(retries + 1, 5),  # gRPC caps attempts at 5
+            "initialBackoff": "0.01s",
+            "maxBackoff": "0.2s",
+            "backoffMultiplier": 2,
+            "retryableStatusCodes": ["UNAVAILABLE"],
+        }
+    return json.dumps({"methodConfig": [method]})
 
 
 class FeatureServingError(Exception):

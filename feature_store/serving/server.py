@@ -256,22 +256,10 @@ class FeatureServingHandlers:
         """
         start = time.perf_counter()
         label = ["_none"]  # set by work once it knows the feature service
-        code = "OK"
-        recorded = False
-
-        def record() -> None:
-            nonlocal recorded
-            if not recorded:
-                recorded = True
-                self._metrics.request_timer(method, label[0]).observe(time.perf_counter() - start)
-                if code != "OK":
-                    self._metrics.errors.labels(method, code).inc()
-
         try:
-            return await work(label)
+            response = await work(label)
         except _Abort as exc:
-            code = exc.code.name
-            record()
+            self._record(method, label[0], start, exc.code.name)
             # the server already tried (the driver retries across replicas within the deadline):
             # tell clients' gRPC retry policies not to try again (negative pushback); their
             # retries are for a server process that went away, which has no trailers at all
@@ -279,16 +267,20 @@ class FeatureServingHandlers:
             await context.abort(exc.code, exc.message, trailers)
             raise  # unreachable: abort raises
         except asyncio.CancelledError:
-            code = "CANCELLED"
+            self._record(method, label[0], start, "CANCELLED")
             raise
         except Exception:
-            code = "INTERNAL"
             log.exception("%s failed", method)
-            record()
+            self._record(method, label[0], start, "INTERNAL")
             await context.abort(grpc.StatusCode.INTERNAL, "internal server error")
             raise
-        finally:
-            record()
+        self._record(method, label[0], start, "OK")
+        return response
+
+    def _record(self, method: str, service: str, start: float, code: str) -> None:
+        self._metrics.request_timer(method, service).observe(time.perf_counter() - start)
+        if code != "OK":
+            self._metrics.errors.labels(method, code).inc()
 
     # --- GetOnlineFeatures -------------------------------------------------------------------
 

@@ -284,14 +284,9 @@ def test_a_process_on_a_shared_port_listens_only_once_it_can_answer(
         port = probe.getsockname()[1]
     reader = make_reader(applied[1], events)
     reader.down = True
-    st = ServerThread(
-        test_settings(listen=f"127.0.0.1:{port}", reuse_port=True),
-        registry_store=applied[0],
-        reader=reader,
-        clock=ManualClock(NOW),
-    )
+    st = ServerThread(test_settings(listen=f"127.0.0.1:{port}", reuse_port=True))
 
-    async def make() -> FeatureServer:
+    async def make() -> FeatureServer:  # ServerThread.start would wait for it: start it by hand
         server = FeatureServer(st.settings, registry_store=applied[0], reader=reader, clock=ManualClock(NOW))
         await server.start()
         return server
