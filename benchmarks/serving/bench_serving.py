@@ -29,7 +29,9 @@ worker process; a sample of entities is checked to get the same values from both
 
 Floors (unless ``--no-floor``), at the same rates: an empty grpc.aio handler driven by ghz, an
 empty FastAPI handler under uvicorn driven by vegeta (Feast's web stack), and a bare
-cassandra-driver loop issuing our server's reads. The load average is recorded after every run.
+cassandra-driver loop issuing our server's reads: one look-up at a time, and open-loop at each
+rate (latency from when a look-up was due: the store's own tail at that rate). The load
+average is recorded after every run.
 
 ghz: installed into .stack/bin from the Go module proxy when missing (``go install``);
 vegeta is installed into ``.stack/bin`` from the Go module proxy when missing.
@@ -60,7 +62,7 @@ from benchmarks.serving.common import (
     wait_port,
     write_result,
 )
-from benchmarks.serving.floor import driver_floor
+from benchmarks.serving.floor import driver_floor, driver_floor_at_rate
 from benchmarks.serving.load_tiles import load
 from feature_store.serving.plans import CompiledRegistry
 
@@ -395,6 +397,15 @@ def floors(
         drv = driver_floor(args.keyspace, views, scenario, args.entities, lookups, port=args.cql_port)
         result["scenarios"][scenario.name]["floor_driver"] = drv
         print(scenario.name, "bare driver", drv, flush=True)
+        runs = []
+        for rps in result["scenarios"][scenario.name]["rates"]:
+            at = driver_floor_at_rate(
+                args.keyspace, views, scenario, args.entities, rps, args.floor_duration, port=args.cql_port
+            )
+            runs.append(at)
+            print(scenario.name, "bare driver", rps, f"p50 {at['p50_ms']:.1f} p99 {at['p99_ms']:.1f} ms",
+                  f"achieved {at['rps_achieved']}/s", flush=True)  # fmt: skip
+        result["scenarios"][scenario.name]["floor_driver_at_rate"] = {"runs": runs}
 
 
 def _cell(run: dict[str, Any] | None) -> str:
@@ -418,8 +429,8 @@ def table(result: dict[str, Any]) -> str:
     """A Markdown table of every scenario and rate: p50 / p90 / p99 ms, achieved rate, errors."""
     lines = [
         "| scenario | rate | fstore p50 / p90 / p99 ms | Feast p50 / p90 / p99 ms | "
-        "empty gRPC p50 | empty HTTP p50 |",
-        "|---|---|---|---|---|---|",
+        "empty gRPC p50 | empty HTTP p50 | bare driver p50 / p99 ms (achieved) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, entry in result["scenarios"].items():
         for rps in entry["rates"]:
@@ -429,11 +440,18 @@ def table(result: dict[str, Any]) -> str:
                 return next((r for r in runs if r["summary"]["target_rps"] == rps), None)
 
             floors = [at(k) for k in ("floor_empty_grpc", "floor_empty_http")]
+            drv_runs = (entry.get("floor_driver_at_rate") or {}).get("runs", [])
+            drv_at = next((r for r in drv_runs if r["rps_target"] == rps), None)
+            drv_cell = (
+                f"{_ms(drv_at['p50_ms'])} / {_ms(drv_at['p99_ms'])} ({drv_at['rps_achieved']}/s)"
+                if drv_at
+                else "-"
+            )
             lines.append(
                 f"| {name} | {rps}/s | {_cell(at('fstore')) if 'fstore' in entry else '-'} | "
                 f"{_cell(at('feast')) if 'feast' in entry else '-'} | "
                 + " | ".join(_ms(f["summary"]["p50_ms"]) if f else "-" for f in floors)
-                + " |"
+                + f" | {drv_cell} |"
             )
     lines.append("")
     for name, entry in result["scenarios"].items():

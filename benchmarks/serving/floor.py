@@ -3,10 +3,14 @@
 - ``driver``: a bare cassandra-driver loop issuing the server's reads (one single-partition
   SELECT per (entity, view)) for a 1x20-shaped and a 100x50-shaped look-up, concurrently per
   look-up, as the server does; latency per look-up.
+- ``driver-rate``: the same reads issued open-loop at a fixed rate of look-ups per second (each
+  look-up timed from when it was due, so a stalled store shows up in the tail rather than
+  slowing the load down): the store's own p99 at the rates the server is asked to meet.
 - ``grpc``: an empty grpc.aio GetOnlineFeatures handler (answers an empty response at once),
   driven by ghz with the same requests and rate as the real server.
 
     .venv/bin/python -m benchmarks.serving.floor driver --keyspace bench_serving
+    .venv/bin/python -m benchmarks.serving.floor driver-rate --keyspace bench_serving --rps 1000
     .venv/bin/python -m benchmarks.serving.floor empty-server --port 50099   # used by bench_serving
 """
 
@@ -52,6 +56,78 @@ def driver_floor(
             samples.append(_lookup(session, select, names, keys))
         return {"scenario": scenario.name, "views": len(views), "reads_per_lookup": len(keys),
                 **percentiles(samples)}  # fmt: skip
+    finally:
+        cluster.shutdown()
+
+
+def driver_floor_at_rate(
+    keyspace: str,
+    views: list[str],
+    scenario: Scenario,
+    entities: int,
+    rps: float,
+    duration_s: float,
+    port: int = 9042,
+) -> dict[str, Any]:
+    """The server's reads for ``scenario`` at ``rps`` look-ups per second, open loop.
+
+    A look-up's latency runs from the moment it was due to its last answer (no coordinated
+    omission); the answers are taken on the driver's event loop thread, as the server would."""
+    from cassandra.query import tuple_factory  # noqa: PLC0415
+
+    from feature_store.adapters.cql import CqlConfig, make_cluster  # noqa: PLC0415
+
+    cluster = make_cluster(CqlConfig(port=port, keyspace=keyspace))
+    cluster.profile_manager.default.row_factory = tuple_factory
+    session = cluster.connect()
+    try:
+        select = session.prepare(
+            f"SELECT feature_view, granularity_ms, tile_start_ms, payload FROM {keyspace}.fe_user"
+            " WHERE entity_key = ? AND feature_view IN ?"
+        )
+        names = sorted(views)
+        rng = random.Random(5)
+        lock = threading.Lock()
+        samples: list[float] = []
+        all_done = threading.Event()
+        total = max(1, int(rps * duration_s))
+        finished = [0]
+
+        def issue(due: float, keys: list[bytes]) -> None:
+            pending = [len(keys)]
+
+            def answered(_result: Any) -> None:
+                with lock:
+                    pending[0] -= 1
+                    if pending[0] == 0:
+                        samples.append((time.perf_counter() - due) * 1000)
+                        finished[0] += 1
+                        if finished[0] == total:
+                            all_done.set()
+
+            for key in keys:
+                session.execute_async(select, (key, names)).add_callbacks(answered, answered)
+
+        # warm the connections and the statement before the clock starts
+        _lookup(session, select, names, [f"{ENTITY_PREFIX}0".encode()] * scenario.batch)
+        began = time.perf_counter()
+        for i in range(total):
+            due = began + i / rps
+            keys = [f"{ENTITY_PREFIX}{rng.randrange(entities)}".encode() for _ in range(scenario.batch)]
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            issue(due, keys)
+        all_done.wait(30)
+        elapsed = time.perf_counter() - began
+        return {
+            "scenario": scenario.name,
+            "rps_target": rps,
+            "rps_achieved": round(len(samples) / elapsed, 1),
+            "reads_per_lookup": scenario.batch,
+            "views": len(views),
+            **percentiles(samples),
+        }
     finally:
         cluster.shutdown()
 
@@ -109,11 +185,30 @@ def main() -> None:
     d.add_argument("--keyspace", default="bench_serving")
     d.add_argument("--entities", type=int, default=1000)
     d.add_argument("--lookups", type=int, default=200)
+    r = sub.add_parser("driver-rate")
+    r.add_argument("--keyspace", default="bench_serving")
+    r.add_argument("--entities", type=int, default=1000)
+    r.add_argument("--scenario", choices=sorted(SCENARIOS), default="1x20")
+    r.add_argument("--views", default="user_calls,user_chat,user_match_requests")
+    r.add_argument("--rps", type=float, required=True)
+    r.add_argument("--duration", type=float, default=10.0)
     e = sub.add_parser("empty-server")
     e.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     if args.what == "empty-server":
         asyncio.run(empty_server(args.port))
+        return
+    if args.what == "driver-rate":
+        print(
+            driver_floor_at_rate(
+                args.keyspace,
+                args.views.split(","),
+                SCENARIOS[args.scenario],
+                args.entities,
+                args.rps,
+                args.duration,
+            )
+        )
         return
     views = ["user_calls", "user_chat", "user_match_requests"]
     for scenario in SCENARIOS.values():

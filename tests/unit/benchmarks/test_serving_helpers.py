@@ -6,7 +6,7 @@ import base64
 import json
 from typing import Any
 
-from benchmarks.serving.bench_serving import field_error_count, rate_list, server_side
+from benchmarks.serving.bench_serving import field_error_count, rate_list, server_side, table
 from benchmarks.serving.common import (
     SCENARIOS,
     bench_registry,
@@ -152,3 +152,22 @@ def test_server_side_sums_the_series_of_every_worker() -> None:
         ]
     )
     assert server_side(metrics) == (0.75, 15.0)
+
+
+def test_table_shows_the_bare_drivers_tail_at_each_rate() -> None:
+    run = {"summary": {"target_rps": 500, "p50_ms": 2.0, "p90_ms": 3.0, "p99_ms": 9.0, "achieved_rps": 500.0,
+                       "errors": 0}}  # fmt: skip
+    result = {
+        "scenarios": {
+            "1x20": {
+                "rates": [500],
+                "fstore": {"runs": [run], "max_sustainable_rps": 500},
+                "floor_driver_at_rate": {
+                    "runs": [{"rps_target": 500, "p50_ms": 0.8, "p99_ms": 5.6, "rps_achieved": 500.1}]
+                },
+            }
+        },
+        "load_average_start": [0.5, 0.5, 0.5],
+    }
+    row = next(line for line in table(result).splitlines() if line.startswith("| 1x20 | 500/s"))
+    assert row.endswith("| 0.8 / 5.6 (500.1/s) |")
