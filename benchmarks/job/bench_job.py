@@ -134,6 +134,22 @@ class TreeCpu:
         return sum(self.seen.values())
 
 
+def proc_cpu_s(pid: int) -> float:
+    """utime + stime of one process so far (seconds)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def store_pid() -> int | None:
+    """The local Cassandra's pid (the store's CPU per event is part of what a write path costs)."""
+    from feature_store.stack.layout import Layout  # noqa: PLC0415
+
+    try:
+        return int(Layout.default().pidfile("cassandra").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
 def _source_args(args: argparse.Namespace) -> list[str]:
     return [a for s in args.source or () for a in ("--source", s)]
 
@@ -146,6 +162,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     rate = args.events / 3000
     sent = produce_generated(registry, args.events, now - 3_000_000, rate=rate, sources=args.source)
     started = time.monotonic()
+    store = store_pid()
+    store_cpu = proc_cpu_s(store) if store else None
     job = subprocess.Popen(
         job_cmd(name, "--bounded", "--checkpoint-interval-ms", "0", *_source_args(args)),
         stdout=subprocess.PIPE,
@@ -159,6 +177,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     (OUT / "last-job-stderr.txt").write_text(stderr)
     wall = time.monotonic() - started
     cpu = tree_cpu.stop()
+    store_cpu_used = None if store is None or store_cpu is None else proc_cpu_s(store) - store_cpu
     if proc.returncode != 0:
         raise SystemExit(proc.stderr[-3000:])
     net_ms = next(
@@ -178,6 +197,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         # included: less sensitive to other load on the machine than wall time
         "job_cpu_s": round(cpu, 1),
         "job_cpu_us_per_event": round(cpu / sent * 1e6),
+        # the store's CPU over the same time (its background compaction included)
+        "store_cpu_us_per_event": None if store_cpu_used is None else round(store_cpu_used / sent * 1e6),
         "load_avg_1m": round(os.getloadavg()[0], 2),
     }
 
