@@ -68,11 +68,14 @@ def driver_floor_at_rate(
     rps: float,
     duration_s: float,
     port: int = 9042,
+    concurrency: int = 16,
 ) -> dict[str, Any]:
     """The server's reads for ``scenario`` at ``rps`` look-ups per second, open loop.
 
-    A look-up's latency runs from the moment it was due to its last answer (no coordinated
-    omission); the answers are taken on the driver's event loop thread, as the server would."""
+    At most ``concurrency`` look-ups are outstanding (as ghz's workers); a look-up's latency runs
+    from the moment it was due to its last answer, so time spent waiting for a free slot counts
+    (no coordinated omission). Answers are taken on the driver's event loop thread, as the
+    server would."""
     from cassandra.query import tuple_factory  # noqa: PLC0415
 
     from feature_store.adapters.cql import CqlConfig, make_cluster  # noqa: PLC0415
@@ -88,10 +91,9 @@ def driver_floor_at_rate(
         names = sorted(views)
         rng = random.Random(5)
         lock = threading.Lock()
+        slots = threading.BoundedSemaphore(concurrency)
         samples: list[float] = []
-        all_done = threading.Event()
-        total = max(1, int(rps * duration_s))
-        finished = [0]
+        last_answer = [0.0]
 
         def issue(due: float, keys: list[bytes]) -> None:
             pending = [len(keys)]
@@ -99,17 +101,19 @@ def driver_floor_at_rate(
             def answered(_result: Any) -> None:
                 with lock:
                     pending[0] -= 1
-                    if pending[0] == 0:
-                        samples.append((time.perf_counter() - due) * 1000)
-                        finished[0] += 1
-                        if finished[0] == total:
-                            all_done.set()
+                    if pending[0]:
+                        return
+                    now = time.perf_counter()
+                    samples.append((now - due) * 1000)
+                    last_answer[0] = now
+                slots.release()
 
             for key in keys:
                 session.execute_async(select, (key, names)).add_callbacks(answered, answered)
 
         # warm the connections and the statement before the clock starts
         _lookup(session, select, names, [f"{ENTITY_PREFIX}0".encode()] * scenario.batch)
+        total = max(1, int(rps * duration_s))
         began = time.perf_counter()
         for i in range(total):
             due = began + i / rps
@@ -117,15 +121,18 @@ def driver_floor_at_rate(
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
+            slots.acquire()
             issue(due, keys)
-        all_done.wait(30)
-        elapsed = time.perf_counter() - began
+        for _ in range(concurrency):  # every look-up answered
+            slots.acquire(timeout=30)
+        elapsed = max(last_answer[0], began + total / rps) - began
         return {
             "scenario": scenario.name,
             "rps_target": rps,
             "rps_achieved": round(len(samples) / elapsed, 1),
             "reads_per_lookup": scenario.batch,
             "views": len(views),
+            "concurrency": concurrency,
             **percentiles(samples),
         }
     finally:
