@@ -85,6 +85,39 @@ def job_cmd(name: str, *extra: str) -> list[str]:
     ]  # fmt: skip
 
 
+def consumer_lag(registry: Registry, group_prefix: str, brokers: str = BOOTSTRAP) -> dict[str, int]:
+    """Per source: events in its topic not yet committed by the job's consumer group (Flink
+    commits on each completed checkpoint, so up to a checkpoint interval of events shows here
+    even when the job keeps up)."""
+    from confluent_kafka import Consumer, TopicPartition  # noqa: PLC0415
+
+    lag: dict[str, int] = {}
+    for source in registry.sources:
+        if not registry.views_of_source(source.name):
+            continue
+        consumer = Consumer(
+            {
+                "bootstrap.servers": BOOTSTRAP,
+                "group.id": f"{group_prefix}.{source.name}",
+                "enable.auto.commit": False,
+            }
+        )
+        try:
+            meta = consumer.list_topics(source.topic, timeout=10).topics[source.topic]
+            parts = [TopicPartition(source.topic, p) for p in meta.partitions]
+            committed = consumer.committed(parts, timeout=10)
+            total = 0
+            for tp in committed:
+                high = consumer.get_watermark_offsets(TopicPartition(source.topic, tp.partition), timeout=10)[
+                    1
+                ]
+                total += high - max(tp.offset, 0)
+            lag[source.name] = total
+        finally:
+            consumer.close()
+    return lag
+
+
 def setup_text() -> dict[str, Any]:
     return {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores; Kafka, Cassandra, Flink co-located",
@@ -223,8 +256,12 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
     )
     stop = threading.Event()
 
+    produced = [0]
+    load_window: list[float] = []
+
     def load() -> None:
         p = producer()
+        load_window.append(time.monotonic())
         gen = generate(registry, GeneratorConfig(seed=2, rate=args.rate, start_ms=int(time.time() * 1000)))
         interval, next_at = 1.0 / args.rate, time.monotonic()
         for ev in gen:
@@ -232,6 +269,7 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
                 break
             if ev.kind is EventKind.VALID:
                 p.produce(ev.topic, value=ev.value, key=ev.key, timestamp=int(time.time() * 1000))
+                produced[0] += 1
             next_at += interval
             delay = next_at - time.monotonic()
             if delay > 0.002:
@@ -284,6 +322,13 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
                 latencies.append(took)
             i += 1
             time.sleep(0.2)
+        load_window.append(time.monotonic())
+        sent = produced[0]
+        # does the job keep up with every source, not only the probed one? the committed lag
+        # after two more checkpoints (10 s each) under the same load, in seconds of load
+        lag_before = consumer_lag(registry, name)
+        time.sleep(20)
+        lag_after = consumer_lag(registry, name)
     finally:
         stop.set()
         os.killpg(job.pid, signal.SIGKILL)
@@ -297,6 +342,12 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
         "benchmark": "freshness",
         "setup": setup_text()
         | {"background_rate": args.rate, "probe_interval_ms": 200, "flush_interval_ms": 250},
+        "background_rate_achieved": round(sent / (load_window[1] - load_window[0]))
+        if len(load_window) > 1
+        else None,
+        # the job's committed consumer lag per source, before and 20 s later, in events: a lag
+        # that grows means the job does not keep up with that source at this rate
+        "consumer_lag_events": {k: [lag_before[k], lag_after[k]] for k in lag_before},
         "probes": len(latencies),
         "probes_timed_out_30s": i - len(latencies),
         "load_avg_1m": round(os.getloadavg()[0], 2),

@@ -1,0 +1,31 @@
+"""The job benchmark's consumer-lag probe against the real broker."""
+
+from __future__ import annotations
+
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+from benchmarks.job.bench_job import consumer_lag
+from tests.integration.conftest import Stack
+from tests.integration.feature_job_support import isolated_registry
+
+pytestmark = pytest.mark.integration
+
+
+def test_lag_counts_what_the_group_has_not_committed_per_source(stack: Stack, unique_name: str) -> None:
+    iso = isolated_registry(unique_name, stack.kafka_bootstrap, stack.cassandra_port)
+    like = iso.source("like")
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    for i in range(3):
+        producer.produce(like.topic, value=b"x", partition=0, key=str(i).encode())
+    producer.flush(10)
+    group = f"{unique_name}-job"
+    committer = Consumer({"bootstrap.servers": stack.kafka_bootstrap, "group.id": f"{group}.like"})
+    committer.commit(offsets=[TopicPartition(like.topic, 0, 1)], asynchronous=False)
+    committer.close()
+
+    lag = consumer_lag(iso.registry, group, stack.kafka_bootstrap)
+
+    assert lag["like"] == 2  # three produced, the first committed
+    assert all(n == 0 for name, n in lag.items() if name != "like")
+    assert set(lag) == {s.name for s in iso.registry.sources if iso.registry.views_of_source(s.name)}
