@@ -97,7 +97,7 @@ def consumer_lag(registry: Registry, group_prefix: str, brokers: str = BOOTSTRAP
             continue
         consumer = Consumer(
             {
-                "bootstrap.servers": BOOTSTRAP,
+                "bootstrap.servers": brokers,
                 "group.id": f"{group_prefix}.{source.name}",
                 "enable.auto.commit": False,
             }
@@ -108,9 +108,9 @@ def consumer_lag(registry: Registry, group_prefix: str, brokers: str = BOOTSTRAP
             committed = consumer.committed(parts, timeout=10)
             total = 0
             for tp in committed:
-                high = consumer.get_watermark_offsets(TopicPartition(source.topic, tp.partition), timeout=10)[
-                    1
-                ]
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(source.topic, tp.partition), timeout=10
+                )
                 total += high - max(tp.offset, 0)
             lag[source.name] = total
         finally:
@@ -325,7 +325,7 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
         load_window.append(time.monotonic())
         sent = produced[0]
         # does the job keep up with every source, not only the probed one? the committed lag
-        # after two more checkpoints (10 s each) under the same load, in seconds of load
+        # after two more checkpoints (10 s each) under the same load
         lag_before = consumer_lag(registry, name)
         time.sleep(20)
         lag_after = consumer_lag(registry, name)

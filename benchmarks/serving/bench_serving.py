@@ -400,8 +400,9 @@ def floors(
         runs = []
         for rps in result["scenarios"][scenario.name]["rates"]:
             at = driver_floor_at_rate(
-                args.keyspace, views, scenario, args.entities, rps, args.floor_duration, port=args.cql_port
-            )
+                args.keyspace, views, scenario, args.entities, rps, args.floor_duration,
+                port=args.cql_port, concurrency=args.concurrency,
+            )  # fmt: skip
             runs.append(at)
             print(scenario.name, "bare driver", rps, f"p50 {at['p50_ms']:.1f} p99 {at['p99_ms']:.1f} ms",
                   f"achieved {at['rps_achieved']}/s", flush=True)  # fmt: skip

@@ -21,6 +21,8 @@ import asyncio
 import random
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
@@ -30,11 +32,9 @@ from benchmarks.serving.common import ENTITY_PREFIX, SCENARIOS, Scenario, percen
 SERVICE = "feature_store.serving.v1.FeatureServing"
 
 
-def driver_floor(
-    keyspace: str, views: list[str], scenario: Scenario, entities: int, lookups: int, port: int = 9042
-) -> dict[str, Any]:
-    """Look-ups of ``scenario.batch`` entities x ``views`` (all of the ``user`` entity): the server's
-    reads, i.e. one partition read per entity for all its views, all in flight at once."""
+@contextmanager
+def _store_reads(keyspace: str, port: int) -> Iterator[tuple[Any, Any]]:
+    """A session on the bench keyspace and the server's read: one partition, several views."""
     from cassandra.query import tuple_factory  # noqa: PLC0415
 
     from feature_store.adapters.cql import CqlConfig, make_cluster  # noqa: PLC0415
@@ -43,10 +43,23 @@ def driver_floor(
     cluster.profile_manager.default.row_factory = tuple_factory
     session = cluster.connect()
     try:
-        select = session.prepare(
-            f"SELECT feature_view, granularity_ms, tile_start_ms, payload FROM {keyspace}.fe_user"
-            " WHERE entity_key = ? AND feature_view IN ?"
+        yield (
+            session,
+            session.prepare(
+                f"SELECT feature_view, granularity_ms, tile_start_ms, payload FROM {keyspace}.fe_user"
+                " WHERE entity_key = ? AND feature_view IN ?"
+            ),
         )
+    finally:
+        cluster.shutdown()
+
+
+def driver_floor(
+    keyspace: str, views: list[str], scenario: Scenario, entities: int, lookups: int, port: int = 9042
+) -> dict[str, Any]:
+    """Look-ups of ``scenario.batch`` entities x ``views`` (all of the ``user`` entity): the server's
+    reads, i.e. one partition read per entity for all its views, all in flight at once."""
+    with _store_reads(keyspace, port) as (session, select):
         names = sorted(views)
         rng = random.Random(3)
         samples: list[float] = []
@@ -56,8 +69,6 @@ def driver_floor(
             samples.append(_lookup(session, select, names, keys))
         return {"scenario": scenario.name, "views": len(views), "reads_per_lookup": len(keys),
                 **percentiles(samples)}  # fmt: skip
-    finally:
-        cluster.shutdown()
 
 
 def driver_floor_at_rate(
@@ -76,18 +87,7 @@ def driver_floor_at_rate(
     from the moment it was due to its last answer, so time spent waiting for a free slot counts
     (no coordinated omission). Answers are taken on the driver's event loop thread, as the
     server would."""
-    from cassandra.query import tuple_factory  # noqa: PLC0415
-
-    from feature_store.adapters.cql import CqlConfig, make_cluster  # noqa: PLC0415
-
-    cluster = make_cluster(CqlConfig(port=port, keyspace=keyspace))
-    cluster.profile_manager.default.row_factory = tuple_factory
-    session = cluster.connect()
-    try:
-        select = session.prepare(
-            f"SELECT feature_view, granularity_ms, tile_start_ms, payload FROM {keyspace}.fe_user"
-            " WHERE entity_key = ? AND feature_view IN ?"
-        )
+    with _store_reads(keyspace, port) as (session, select):
         names = sorted(views)
         rng = random.Random(5)
         lock = threading.Lock()
@@ -135,8 +135,6 @@ def driver_floor_at_rate(
             "concurrency": concurrency,
             **percentiles(samples),
         }
-    finally:
-        cluster.shutdown()
 
 
 def _lookup(session: Any, select: Any, names: list[str], keys: list[bytes]) -> float:
