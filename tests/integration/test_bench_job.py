@@ -1,6 +1,11 @@
-"""The job benchmark's consumer-lag probe against the real broker."""
+"""Job benchmark helpers against the real stack: the consumer-lag probe, the JVM-only ceiling."""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -10,6 +15,7 @@ from tests.integration.conftest import Stack
 from tests.integration.feature_job_support import isolated_registry
 
 pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_lag_counts_what_the_group_has_not_committed_per_source(stack: Stack, unique_name: str) -> None:
@@ -29,3 +35,20 @@ def test_lag_counts_what_the_group_has_not_committed_per_source(stack: Stack, un
     assert lag["like"] == 2  # three produced, the first committed
     assert all(n == 0 for name, n in lag.items() if name != "like")
     assert set(lag) == {s.name for s in iso.registry.sources if iso.registry.views_of_source(s.name)}
+
+
+@pytest.mark.slow
+def test_the_jvm_ceiling_reads_every_event_of_the_source_twice(stack: Stack) -> None:
+    # its own process, as the other job runs: the Flink gateway outlives a test's process pipes
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.job.jvm_ceiling", "--events", "2000", "--source", "like"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(done.stdout[done.stdout.rindex('{\n  "benchmark"') :])
+    assert result["events"] > 0
+    assert [r["run"] for r in result["runs"]] == ["cold", "warm"]
+    assert all(r["events_per_s"] > 0 for r in result["runs"])
