@@ -134,7 +134,6 @@ class TreeCpu:
         self.root = root
         self.seen: dict[int, float] = {}
         self._stop = threading.Event()
-        self._tick = os.sysconf("SC_CLK_TCK")
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
 
@@ -156,10 +155,9 @@ class TreeCpu:
                 pid = todo.pop()
                 todo.extend(tree.get(pid, ()))
                 try:
-                    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                    self.seen[pid] = proc_cpu_s(pid)
                 except OSError:
                     continue
-                self.seen[pid] = (int(fields[11]) + int(fields[12])) / self._tick  # utime + stime
 
     def stop(self) -> float:
         self._stop.set()
@@ -175,12 +173,10 @@ def proc_cpu_s(pid: int) -> float:
 
 def store_pid() -> int | None:
     """The local Cassandra's pid (the store's CPU per event is part of what a write path costs)."""
+    from feature_store.stack import services  # noqa: PLC0415
     from feature_store.stack.layout import Layout  # noqa: PLC0415
 
-    try:
-        return int(Layout.default().pidfile("cassandra").read_text().strip())
-    except (OSError, ValueError):
-        return None
+    return services.running_pid(Layout.default(), "cassandra")
 
 
 def _source_args(args: argparse.Namespace) -> list[str]:

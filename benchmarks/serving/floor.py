@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -95,21 +96,12 @@ def driver_floor_at_rate(
         samples: list[float] = []
         last_answer = [0.0]
 
-        def issue(due: float, keys: list[bytes]) -> None:
-            pending = [len(keys)]
-
-            def answered(_result: Any) -> None:
-                with lock:
-                    pending[0] -= 1
-                    if pending[0]:
-                        return
-                    now = time.perf_counter()
-                    samples.append((now - due) * 1000)
-                    last_answer[0] = now
-                slots.release()
-
-            for key in keys:
-                session.execute_async(select, (key, names)).add_callbacks(answered, answered)
+        def answered(due: float) -> None:
+            now = time.perf_counter()
+            with lock:
+                samples.append((now - due) * 1000)
+                last_answer[0] = now
+            slots.release()
 
         # warm the connections and the statement before the clock starts
         _lookup(session, select, names, [f"{ENTITY_PREFIX}0".encode()] * scenario.batch)
@@ -122,7 +114,7 @@ def driver_floor_at_rate(
             if delay > 0:
                 time.sleep(delay)
             slots.acquire()
-            issue(due, keys)
+            _read_all(session, select, names, keys, functools.partial(answered, due))
         for _ in range(concurrency):  # every look-up answered
             slots.acquire(timeout=30)
         elapsed = max(last_answer[0], began + total / rps) - began
@@ -137,22 +129,30 @@ def driver_floor_at_rate(
         }
 
 
-def _lookup(session: Any, select: Any, names: list[str], keys: list[bytes]) -> float:
-    """Every key's read in flight at once; ms until the last answer."""
-    done = threading.Event()
+def _read_all(
+    session: Any, select: Any, names: list[str], keys: list[bytes], done: Callable[[], None]
+) -> None:
+    """Every key's read in flight at once; ``done`` once the last one is answered (or failed)."""
     pending = [len(keys)]
     lock = threading.Lock()
 
-    def finished(result: Any) -> None:
+    def finished(_result: Any) -> None:
         with lock:
             pending[0] -= 1
-            if pending[0] == 0:
-                done.set()
+            last = pending[0] == 0
+        if last:
+            done()
 
-    began = time.perf_counter()
     for key in keys:
         session.execute_async(select, (key, names)).add_callbacks(finished, finished)
-    done.wait(10)
+
+
+def _lookup(session: Any, select: Any, names: list[str], keys: list[bytes]) -> float:
+    """Every key's read in flight at once; ms until the last answer."""
+    answered = threading.Event()
+    began = time.perf_counter()
+    _read_all(session, select, names, keys, answered.set)
+    answered.wait(10)
     return (time.perf_counter() - began) * 1000
 
 
