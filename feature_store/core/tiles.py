@@ -48,6 +48,7 @@ from feature_store.core.predicates import Predicate, canonical_predicate, compil
 
 __all__ = [
     "NO_EVENT",
+    "Definition",
     "TileKey",
     "TileState",
     "ViewAggregator",
@@ -167,6 +168,19 @@ class ViewRead(NamedTuple):
     last_event_ms: list[int | None]
 
 
+class Definition(NamedTuple):
+    """One distinct feature definition of a view: what it reads and which slots it feeds.
+
+    ``targets`` are ``(granularity index, slot index)`` pairs, the granularity index into
+    :attr:`ViewAggregator.granularities_ms`.
+    """
+
+    predicate: Predicate | None
+    field: str | None
+    aggregator: Aggregator[Any]
+    targets: tuple[tuple[int, int], ...]
+
+
 class _Layout:
     """The slots of one granularity."""
 
@@ -194,6 +208,7 @@ class ViewAggregator:
         "_n_out",
         "_plans",
         "_tile_counts",
+        "definitions",
         "served_names",
         "value_types",
         "view",
@@ -246,6 +261,9 @@ class ViewAggregator:
                 served.append(feature.served_name(window))
                 types.append(feature.value_type)
         self._defs = tuple((p, f, a.add, tuple(t)) for p, f, a, t in defs.values())
+        self.definitions: tuple[Definition, ...] = tuple(
+            Definition(p, f, a, tuple(t)) for p, f, a, t in defs.values()
+        )
         self._plans = tuple(
             (self._granularities[gi], si, self._layouts[gi].aggregators[si], tuple(sorted(st)))
             for (gi, si), st in steps.items()

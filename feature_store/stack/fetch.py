@@ -8,7 +8,7 @@ import subprocess
 
 from feature_store.stack.layout import Layout
 
-MODULES = ("kafka", "cassandra", "flink")
+MODULES = ("kafka", "cassandra", "flink", "flink-jobs")
 
 
 class FetchError(RuntimeError):
@@ -17,8 +17,12 @@ class FetchError(RuntimeError):
 
 def _pom_digest(layout: Layout) -> str:
     h = hashlib.sha256()
-    for pom in sorted(layout.pom.parent.glob("**/pom.xml")):
-        h.update(pom.read_bytes())
+    # every pom, and the sources of the job's JVM side (built by the same mvn run)
+    jvm = layout.root / "jobs" / "jvm"
+    inputs = [*layout.pom.parent.glob("**/pom.xml"), *jvm.glob("pom.xml"), *jvm.glob("src/**/*.java")]
+    for path in sorted(inputs):
+        h.update(str(path.relative_to(layout.root)).encode())
+        h.update(path.read_bytes())
     return h.hexdigest()
 
 

@@ -96,3 +96,11 @@ class Layout:
                 f"no Kafka connector jar in {self.lib('flink')}; run `fstore dev fetch` (or `make jars`)"
             )
         return jars[-1]
+
+    @property
+    def job_jars(self) -> list[Path]:
+        """The job's JVM side (jobs/jvm, built by `fstore dev fetch`) and its runtime jars."""
+        folder = self.lib("flink-jobs")
+        if not (folder / "fstore-flink-jobs.jar").is_file():
+            raise FileNotFoundError(f"no fstore-flink-jobs.jar in {folder}; run `fstore dev fetch` (or `make jars`)")
+        return sorted(folder.glob("*.jar"))

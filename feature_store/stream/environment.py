@@ -31,13 +31,15 @@ class FlinkSettings:
 
 
 def connector_jars() -> tuple[str, ...]:
-    """file:// URLs of the connector jars: $FSTORE_FLINK_JARS (';'-separated) or .stack/lib/flink."""
+    """file:// URLs of the job's jars: $FSTORE_FLINK_JARS (';'-separated), else the Kafka connector
+    from .stack/lib/flink and the job's JVM side with its runtime from .stack/lib/flink-jobs."""
     env = os.environ.get("FSTORE_FLINK_JARS")
     if env:
         return tuple(j for j in env.split(";") if j)
     from feature_store.stack.layout import Layout  # noqa: PLC0415 - local development only
 
-    return (Path(Layout.default().kafka_connector_jar).resolve().as_uri(),)
+    layout = Layout.default()
+    return tuple(p.resolve().as_uri() for p in (layout.kafka_connector_jar, *layout.job_jars))
 
 
 def _expose_interpreter_paths() -> None:

@@ -5,8 +5,12 @@ Per source::
     Kafka (raw bytes + partition/offset, Table API source; watermarks per partition)
       -> RouteEvents   decode (Confluent wire format), too late?, filter,        --> dead letters
                        fan out per view
-      -> key_by (view, entity)
-      -> WriteTiles    fold into tiles in keyed MapState; every flush interval, write the
+      views of integer IRs (tile_sql):
+         one-event IRs -> Flink SQL mini-batch GROUP BY (view, entity, tile): absolute tiles
+         -> EncodeTiles (core codec) -> CqlTileSink (JVM, async, waits for writes at checkpoints)
+      other views:
+         -> key_by (view, entity)
+         -> WriteTiles fold into tiles in keyed MapState; every flush interval, write the
                        key's dirty tiles as one single-partition batch (absolute state,
                        USING TIMESTAMP/TTL), asynchronously, confirmed by a timer
     dead letters -> Kafka <source>.dlq (JSON with reason, origin and original bytes)
@@ -33,7 +37,9 @@ from feature_store.adapters.cql import CqlConfig
 from feature_store.adapters.cql_online_store import insert_cql
 from feature_store.adapters.schema_registry import SchemaRegistryClient, SchemaRegistryConfig
 from feature_store.core.model import Registry
+from feature_store.core.tiles import ViewAggregator
 from feature_store.stream.environment import FlinkSettings, create_environment
+from feature_store.stream.tile_sql import SourceTilesSql, sql_ineligible
 from feature_store.stream.tile_writer import (
     DeadLetter,
     EventRouter,
@@ -68,6 +74,9 @@ class JobConfig:
     # mark a busy partition idle, let the watermark run ahead and dead-letter in-order events.
     idleness_ms: int = 0
     write_concurrency: int = 256  # tile writes in flight per operator
+    # merge the tiles of views with integer IRs in Flink SQL (tile_sql) instead of the Python
+    # keyed operator; False keeps every view on the Python path
+    sql_tiles: bool = True
     bounded: bool = False  # stop at the offsets that exist at start (tests, backfills)
     schema_registry: SchemaRegistryConfig | None = None  # for schema ids the applied registry lacks
     flink: FlinkSettings = field(default_factory=FlinkSettings)
@@ -90,9 +99,40 @@ def _dlq_bytes(dl: DeadLetter, topic: str) -> bytes:
     return dead_letter(dl.reason, dl.message, dl.payload, topic, dl.partition, dl.offset)
 
 
+def sql_view_indices(registry: Registry, source_name: str) -> list[int]:
+    """The source's views (by index) whose tiles the job merges in SQL."""
+    source = registry.source(source_name)
+    types = {f.name: f.type for f in source.fields}
+    return [
+        i
+        for i, view in enumerate(registry.views_of_source(source_name))
+        if sql_ineligible(view, ViewAggregator(view, types)) is None
+    ]
+
+
+def _sql_plans(config: JobConfig, t_env: Any) -> dict[str, SourceTilesSql]:
+    """The SQL-merged views per source; configures the table environment when there are any."""
+    plans: dict[str, SourceTilesSql] = {}
+    if config.sql_tiles:
+        for name in config.sources:
+            indices = sql_view_indices(config.registry, name)
+            if indices:
+                plans[name] = SourceTilesSql(config.registry, name, config.cql.keyspace, indices)
+    if plans:
+        table_config = t_env.get_config()
+        table_config.set("table.exec.mini-batch.enabled", "true")
+        table_config.set("table.exec.mini-batch.allow-latency", f"{config.flush_interval_ms} ms")
+        table_config.set("table.exec.mini-batch.size", "20000")
+        # a tile's SQL state lives as long as any window reads it (processing time, from its
+        # last update; the store's USING TTL counts from the write)
+        retention = max(p.retention_ms for p in plans.values())
+        table_config.set("table.exec.state.ttl", f"{retention} ms")
+    return plans
+
+
 def build(config: JobConfig) -> Any:
     """Build the job graph on a new environment; returns the environment (call ``execute``)."""
-    from pyflink.common import Types  # noqa: PLC0415
+    from pyflink.common import Row, Types  # noqa: PLC0415
     from pyflink.datastream import KeyedProcessFunction, OutputTag, ProcessFunction  # noqa: PLC0415
     from pyflink.datastream.connectors.base import DeliveryGuarantee  # noqa: PLC0415
     from pyflink.datastream.connectors.kafka import (  # noqa: PLC0415
@@ -100,12 +140,15 @@ def build(config: JobConfig) -> Any:
         KafkaSink,
     )
     from pyflink.datastream.state import MapStateDescriptor  # noqa: PLC0415
-    from pyflink.table import StreamTableEnvironment  # noqa: PLC0415
+    from pyflink.table import ChangelogMode, StreamTableEnvironment  # noqa: PLC0415
 
     env = create_environment(config.flink)
     t_env = StreamTableEnvironment.create(env)
     registry = config.registry
     dlq_tag = OutputTag("dead-letters", Types.PRIMITIVE_ARRAY(Types.BYTE()))
+    # events of views on the Python keyed path (the main output carries the SQL path's rows)
+    keyed_tag = OutputTag("keyed", Types.PICKLED_BYTE_ARRAY())
+    plans = _sql_plans(config, t_env)
 
     class RouteEvents(ProcessFunction):  # type: ignore[misc]
         def __init__(self, source_name: str) -> None:
@@ -115,6 +158,8 @@ def build(config: JobConfig) -> Any:
         def open(self, runtime_context: Any) -> None:
             schemas = SchemaRegistryClient(config.schema_registry) if config.schema_registry else None
             self.router = EventRouter(registry, self.source_name, schemas)
+            self.plan = plans.get(self.source_name)
+            self.sql_views = frozenset(self.plan.view_indices) if self.plan else frozenset()
             group = runtime_context.get_metrics_group().add_group("source", self.source_name)
             self.dlq_counters = {r: group.counter(f"dead_letters_{r.value}") for r in DeadLetterReason}
             self.events = group.counter("events_in")
@@ -131,7 +176,13 @@ def build(config: JobConfig) -> Any:
                 self.dlq_counters[result.reason].inc()
                 yield dlq_tag, _dlq_bytes(result, self.router.source.topic)
                 return
-            yield from result
+            for routed in result:
+                if self.plan is not None and split_key(routed.key)[0] in self.sql_views:
+                    row = self.plan.route(routed)
+                    if row is not None:
+                        yield Row(*row)
+                else:
+                    yield keyed_tag, routed
 
         def _report(self) -> None:
             # metric calls cross into the JVM: batch them (at most 1024 events behind)
@@ -342,10 +393,31 @@ def build(config: JobConfig) -> Any:
                     if cached is not None:
                         cached.forget(tile)
 
+    class EncodeTiles(ProcessFunction):  # type: ignore[misc]
+        """An absolute tile from the SQL merge -> the CQL write of its encoded bytes."""
+
+        def __init__(self, source_name: str) -> None:
+            self.source_name = source_name
+
+        def open(self, runtime_context: Any) -> None:
+            self.plan = plans[self.source_name]
+
+        def process_element(self, row: Any, ctx: Any) -> Iterator[Any]:
+            if row.get_row_kind() in _UPSERTS:
+                yield Row(*self.plan.encode(row, int(time.time() * 1000)))
+
+    from pyflink.common.types import RowKind  # noqa: PLC0415
+
+    _UPSERTS = frozenset({RowKind.INSERT, RowKind.UPDATE_AFTER})
+    # (insert CQL, entity key, view, granularity, tile start, payload, TTL s, timestamp µs)
+    blob, text, long = Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(), Types.LONG()
+    write_row = Types.ROW([text, blob, text, long, long, blob, Types.INT(), long])
+
     for source_name in config.sources:
         source = registry.source(source_name)
         if not registry.views_of_source(source_name):
             continue
+        plan = plans.get(source_name)
         table = f"src_{source_name}"
         bounded = "'scan.bounded.mode' = 'latest-offset'," if config.bounded else ""
         idle = f"'scan.watermark.idle-timeout' = '{config.idleness_ms} ms'," if config.idleness_ms else ""
@@ -373,14 +445,31 @@ def build(config: JobConfig) -> Any:
                 )"""
         )
         raw = t_env.to_data_stream(t_env.from_path(table))
-        routed = raw.process(RouteEvents(source_name), output_type=Types.PICKLED_BYTE_ARRAY()).name(
-            f"route-{source_name}"
-        )
-        (
-            routed.key_by(lambda r: r.key, key_type=Types.STRING())
-            .process(WriteTiles(source_name), output_type=Types.PICKLED_BYTE_ARRAY())
-            .name(f"tiles-{source_name}")
-        )
+        if plan is None:  # no SQL path: the main output stays empty
+            row_type = Types.ROW_NAMED(["vi"], [Types.INT()])
+        else:
+            columns = plan.routed_columns
+            row_type = Types.ROW_NAMED(
+                list(columns), [Types.INT(), Types.STRING(), *[Types.LONG()] * (len(columns) - 2)]
+            )
+        routed = raw.process(RouteEvents(source_name), output_type=row_type).name(f"route-{source_name}")
+        if len(plan.view_indices if plan else ()) < len(registry.views_of_source(source_name)):
+            (
+                routed.get_side_output(keyed_tag)
+                .key_by(lambda r: r.key, key_type=Types.STRING())
+                .process(WriteTiles(source_name), output_type=Types.PICKLED_BYTE_ARRAY())
+                .name(f"tiles-{source_name}")
+            )
+        if plan is not None:
+            t_env.create_temporary_view(f"routed_{source_name}", t_env.from_data_stream(routed))
+            merged = t_env.sql_query(plan.sql(f"routed_{source_name}"))
+            (
+                t_env.to_changelog_stream(merged, changelog_mode=ChangelogMode.upsert())
+                .process(EncodeTiles(source_name), output_type=write_row)
+                .name(f"encode-tiles-{source_name}")
+                .sink_to(_tile_sink(config))
+                .name(f"write-tiles-{source_name}")
+            )
         dlq_sink = (
             KafkaSink.builder()
             .set_bootstrap_servers(config.bootstrap)
@@ -395,6 +484,25 @@ def build(config: JobConfig) -> Any:
         )
         routed.get_side_output(dlq_tag).sink_to(dlq_sink).name(f"dlq-{source_name}")
     return env
+
+
+def _tile_sink(config: JobConfig) -> Any:
+    """The JVM tile writer (jobs/jvm CqlTileSink)."""
+    from pyflink.datastream.connectors.base import Sink  # noqa: PLC0415
+    from pyflink.java_gateway import get_gateway  # noqa: PLC0415
+
+    gateway = get_gateway()
+    hosts = gateway.new_array(gateway.jvm.String, len(config.cql.hosts))
+    for i, host in enumerate(config.cql.hosts):
+        hosts[i] = host
+    j_sink = gateway.jvm.io.featurestore.flink.CqlTileSink(
+        hosts,
+        config.cql.port,
+        config.cql.local_dc or "",
+        config.write_concurrency,
+        int(config.cql.request_timeout_s * 1000),
+    )
+    return Sink(j_sink)
 
 
 def _ByteArraySchema() -> Any:

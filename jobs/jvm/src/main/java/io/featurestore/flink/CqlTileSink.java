@@ -1,0 +1,154 @@
+package io.featurestore.flink;
+
+import com.datastax.oss.driver.api.core.CqlSession;
+import com.datastax.oss.driver.api.core.CqlSessionBuilder;
+import com.datastax.oss.driver.api.core.DefaultProtocolVersion;
+import com.datastax.oss.driver.api.core.config.DefaultDriverOption;
+import com.datastax.oss.driver.api.core.config.DriverConfigLoader;
+import com.datastax.oss.driver.api.core.config.ProgrammaticDriverConfigLoaderBuilder;
+import com.datastax.oss.driver.api.core.cql.BoundStatement;
+import com.datastax.oss.driver.api.core.cql.PreparedStatement;
+import java.io.IOException;
+import java.io.InterruptedIOException;
+import java.net.InetSocketAddress;
+import java.nio.ByteBuffer;
+import java.time.Duration;
+import java.util.HashMap;
+import java.util.Map;
+import java.util.concurrent.Semaphore;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicReference;
+import org.apache.flink.api.connector.sink2.Sink;
+import org.apache.flink.api.connector.sink2.SinkWriter;
+import org.apache.flink.api.connector.sink2.WriterInitContext;
+import org.apache.flink.metrics.Counter;
+import org.apache.flink.types.Row;
+
+/**
+ * Writes encoded tiles to the CQL store: one bound INSERT per row, asynchronously, at most
+ * {@code concurrency} in flight per writer, and {@link TileWriter#flush} waits for every write
+ * before a checkpoint (or the end of input) completes. A failed write fails the job, which
+ * restarts from the last checkpoint and rewrites the same absolute, versioned cells.
+ *
+ * <p>Rows (built by the Python encoder, which owns the CQL text and the tile codec): {@code
+ * (insert_cql STRING, entity_key BYTES, feature_view STRING, granularity_ms BIGINT,
+ * tile_start_ms BIGINT, payload BYTES, ttl_s INT, timestamp_us BIGINT)}.
+ */
+public final class CqlTileSink implements Sink<Row> {
+  private static final long serialVersionUID = 1L;
+
+  private final String[] hosts;
+  private final int port;
+  private final String localDc;
+  private final int concurrency;
+  private final long requestTimeoutMs;
+
+  public CqlTileSink(
+      String[] hosts, int port, String localDc, int concurrency, long requestTimeoutMs) {
+    this.hosts = hosts.clone();
+    this.port = port;
+    this.localDc = localDc;
+    this.concurrency = concurrency;
+    this.requestTimeoutMs = requestTimeoutMs;
+  }
+
+  @Override
+  public SinkWriter<Row> createWriter(WriterInitContext context) throws IOException {
+    Counter written = context.metricGroup().counter("tiles_written");
+    return new TileWriter(this, written);
+  }
+
+  CqlSession connect() {
+    ProgrammaticDriverConfigLoaderBuilder config =
+        DriverConfigLoader.programmaticBuilder()
+            .withString(DefaultDriverOption.PROTOCOL_VERSION, DefaultProtocolVersion.V4.name())
+            .withDuration(DefaultDriverOption.REQUEST_TIMEOUT, Duration.ofMillis(requestTimeoutMs))
+            .withInt(DefaultDriverOption.CONNECTION_MAX_REQUESTS, Math.max(1024, concurrency));
+    if (localDc == null || localDc.isEmpty()) {
+      config.withString(
+          DefaultDriverOption.LOAD_BALANCING_POLICY_CLASS, "DcInferringLoadBalancingPolicy");
+    }
+    // the driver reads its reference.conf through a class loader: Flink's user code one
+    CqlSessionBuilder builder =
+        CqlSession.builder()
+            .withClassLoader(CqlTileSink.class.getClassLoader())
+            .withConfigLoader(config.build());
+    for (String host : hosts) {
+      builder.addContactPoint(new InetSocketAddress(host, port));
+    }
+    if (localDc != null && !localDc.isEmpty()) {
+      builder.withLocalDatacenter(localDc);
+    }
+    return builder.build();
+  }
+
+  static final class TileWriter implements SinkWriter<Row> {
+    private final CqlSession session;
+    private final int concurrency;
+    private final Semaphore permits;
+    private final Map<String, PreparedStatement> prepared = new HashMap<>();
+    private final AtomicReference<Throwable> failure = new AtomicReference<>();
+    private final Counter written;
+
+    TileWriter(CqlTileSink sink, Counter written) {
+      this.session = sink.connect();
+      this.concurrency = sink.concurrency;
+      this.permits = new Semaphore(sink.concurrency);
+      this.written = written;
+    }
+
+    @Override
+    public void write(Row row, Context context) throws IOException, InterruptedException {
+      checkFailure();
+      String cql = (String) row.getField(0);
+      PreparedStatement insert = prepared.get(cql);
+      if (insert == null) {
+        insert = session.prepare(cql);
+        prepared.put(cql, insert);
+      }
+      BoundStatement bound =
+          insert.bind(
+              ByteBuffer.wrap((byte[]) row.getField(1)),
+              row.getField(2),
+              row.getField(3),
+              row.getField(4),
+              ByteBuffer.wrap((byte[]) row.getField(5)),
+              row.getField(6),
+              row.getField(7));
+      permits.acquire();
+      session
+          .executeAsync(bound)
+          .whenComplete(
+              (result, error) -> {
+                if (error != null) {
+                  failure.compareAndSet(null, error);
+                } else {
+                  written.inc();
+                }
+                permits.release();
+              });
+    }
+
+    @Override
+    public void flush(boolean endOfInput) throws IOException, InterruptedException {
+      // every write sent so far is answered once all permits are back
+      if (!permits.tryAcquire(concurrency, 120, TimeUnit.SECONDS)) {
+        throw new InterruptedIOException("tile writes unanswered for 120 s");
+      }
+      permits.release(concurrency);
+      checkFailure();
+    }
+
+    private void checkFailure() throws IOException {
+      Throwable error = failure.get();
+      if (error != null) {
+        throw new IOException("writing tiles to the CQL store failed", error);
+      }
+    }
+
+    @Override
+    public void close() throws Exception {
+      session.close();
+    }
+  }
+}
