@@ -180,7 +180,8 @@ def store_pid() -> int | None:
 
 
 def _source_args(args: argparse.Namespace) -> list[str]:
-    return [a for s in args.source or () for a in ("--source", s)]
+    sql = [] if args.sql_tiles else ["--no-sql-tiles"]
+    return [*sql, *(a for s in args.source or () for a in ("--source", s))]
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -218,6 +219,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "setup": setup_text(),
         "events": sent,
         "sources": args.source or "all",
+        "sql_tiles": args.sql_tiles,
         "wall_s": round(wall, 1),
         "events_per_s_wall": round(sent / wall),
         "job_net_runtime_s": None if net_ms is None else round(net_ms / 1000, 1),
@@ -245,7 +247,7 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
     OUT.mkdir(parents=True, exist_ok=True)
     job_log = (OUT / "last-freshness-job.log").open("w")
     job = subprocess.Popen(
-        job_cmd(name, "--checkpoint-interval-ms", "10000"),
+        job_cmd(name, "--checkpoint-interval-ms", "10000", *([] if args.sql_tiles else ["--no-sql-tiles"])),
         stdout=job_log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -364,6 +366,13 @@ def main() -> None:
     f = sub.add_parser("freshness")
     f.add_argument("--rate", type=float, default=5000)
     f.add_argument("--seconds", type=float, default=60)
+    for p in (t, f):
+        p.add_argument(
+            "--no-sql-tiles",
+            dest="sql_tiles",
+            action="store_false",
+            help="every view on the Python keyed path (the job's --no-sql-tiles)",
+        )
     args = parser.parse_args()
     result = throughput(args) if args.what == "throughput" else freshness(args)
     OUT.mkdir(parents=True, exist_ok=True)

@@ -46,6 +46,10 @@ def run(
     idle_timeout_ms: Annotated[
         int, typer.Option(help="Mark a Kafka partition idle after this long without data (0 = never).")
     ] = 0,
+    sql_tiles: Annotated[
+        bool,
+        typer.Option(help="Merge the tiles of integer-IR views in Flink SQL (off: all in Python)."),
+    ] = True,
     schema_registry: SchemaRegistryUrl = None,
 ) -> None:
     """Run the feature job for the registry's sources on the local MiniCluster (or in a cluster)."""
@@ -82,6 +86,7 @@ def run(
         flush_interval_ms=flush_interval_ms,
         idleness_ms=idle_timeout_ms,
         bounded=bounded,
+        sql_tiles=sql_tiles,
         schema_registry=schemas,
         flink=FlinkSettings(
             parallelism=parallelism,
