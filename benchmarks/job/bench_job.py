@@ -179,9 +179,14 @@ def store_pid() -> int | None:
     return services.running_pid(Layout.default(), "cassandra")
 
 
-def _source_args(args: argparse.Namespace) -> list[str]:
+def _job_args(args: argparse.Namespace) -> list[str]:
+    """The job's options a benchmark run varies."""
     sql = [] if args.sql_tiles else ["--no-sql-tiles"]
-    return [*sql, *(a for s in args.source or () for a in ("--source", s))]
+    return [*sql, "--flush-interval-ms", str(args.flush_interval_ms)]
+
+
+def _source_args(args: argparse.Namespace) -> list[str]:
+    return [*_job_args(args), *(a for s in args.source or () for a in ("--source", s))]
 
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
@@ -220,6 +225,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "events": sent,
         "sources": args.source or "all",
         "sql_tiles": args.sql_tiles,
+        "flush_interval_ms": args.flush_interval_ms,
         "wall_s": round(wall, 1),
         "events_per_s_wall": round(sent / wall),
         "job_net_runtime_s": None if net_ms is None else round(net_ms / 1000, 1),
@@ -247,7 +253,7 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
     OUT.mkdir(parents=True, exist_ok=True)
     job_log = (OUT / "last-freshness-job.log").open("w")
     job = subprocess.Popen(
-        job_cmd(name, "--checkpoint-interval-ms", "10000", *([] if args.sql_tiles else ["--no-sql-tiles"])),
+        job_cmd(name, "--checkpoint-interval-ms", "10000", *_job_args(args)),
         stdout=job_log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -372,6 +378,12 @@ def main() -> None:
             dest="sql_tiles",
             action="store_false",
             help="every view on the Python keyed path (the job's --no-sql-tiles)",
+        )
+        p.add_argument(
+            "--flush-interval-ms",
+            type=int,
+            default=250,
+            help="the job's --flush-interval-ms (also the SQL mini-batch latency)",
         )
     args = parser.parse_args()
     result = throughput(args) if args.what == "throughput" else freshness(args)

@@ -123,6 +123,7 @@ def _sql_plans(config: JobConfig, t_env: Any) -> dict[str, SourceTilesSql]:
         table_config.set("table.exec.mini-batch.enabled", "true")
         table_config.set("table.exec.mini-batch.allow-latency", f"{config.flush_interval_ms} ms")
         table_config.set("table.exec.mini-batch.size", "20000")
+        table_config.set("table.optimizer.agg-phase-strategy", "ONE_PHASE")
         # a tile's SQL state lives as long as any window reads it (processing time, from its
         # last update; the store's USING TTL counts from the write)
         retention = max(p.retention_ms for p in plans.values())
