@@ -6,8 +6,9 @@ Per source::
       -> RouteEvents   decode (Confluent wire format), too late?, filter,        --> dead letters
                        fan out per view
       views of integer IRs (tile_sql):
-         one-event IRs -> Flink SQL mini-batch GROUP BY (view, entity, tile): absolute tiles
-         -> EncodeTiles (core codec) -> CqlTileSink (JVM, async, waits for writes at checkpoints)
+         one-event IRs -> Flink SQL mini-batch GROUP BY (view, entity, tile): absolute tiles,
+         encoded in the JVM (IntTileEncoder) -> CqlTileSink (async, waits for writes at
+         checkpoints)
       other views:
          -> key_by (view, entity)
          -> WriteTiles fold into tiles in keyed MapState; every flush interval, write the
@@ -119,6 +120,7 @@ def _sql_plans(config: JobConfig, t_env: Any) -> dict[str, SourceTilesSql]:
             if indices:
                 plans[name] = SourceTilesSql(config.registry, name, config.cql.keyspace, indices)
     if plans:
+        t_env.create_java_temporary_system_function("fstore_int_tile", "io.featurestore.flink.IntTileEncoder")
         table_config = t_env.get_config()
         table_config.set("table.exec.mini-batch.enabled", "true")
         table_config.set("table.exec.mini-batch.allow-latency", f"{config.flush_interval_ms} ms")
@@ -394,26 +396,6 @@ def build(config: JobConfig) -> Any:
                     if cached is not None:
                         cached.forget(tile)
 
-    class EncodeTiles(ProcessFunction):  # type: ignore[misc]
-        """An absolute tile from the SQL merge -> the CQL write of its encoded bytes."""
-
-        def __init__(self, source_name: str) -> None:
-            self.source_name = source_name
-
-        def open(self, runtime_context: Any) -> None:
-            self.plan = plans[self.source_name]
-
-        def process_element(self, row: Any, ctx: Any) -> Iterator[Any]:
-            if row.get_row_kind() in _UPSERTS:
-                yield Row(*self.plan.encode(row, int(time.time() * 1000)))
-
-    from pyflink.common.types import RowKind  # noqa: PLC0415
-
-    _UPSERTS = frozenset({RowKind.INSERT, RowKind.UPDATE_AFTER})
-    # (insert CQL, entity key, view, granularity, tile start, payload, TTL s, timestamp µs)
-    blob, text, long = Types.PRIMITIVE_ARRAY(Types.BYTE()), Types.STRING(), Types.LONG()
-    write_row = Types.ROW([text, blob, text, long, long, blob, Types.INT(), long])
-
     for source_name in config.sources:
         source = registry.source(source_name)
         if not registry.views_of_source(source_name):
@@ -463,11 +445,9 @@ def build(config: JobConfig) -> Any:
             )
         if plan is not None:
             t_env.create_temporary_view(f"routed_{source_name}", t_env.from_data_stream(routed))
-            merged = t_env.sql_query(plan.sql(f"routed_{source_name}"))
+            tiles = t_env.sql_query(plan.write_sql(f"routed_{source_name}"))
             (
-                t_env.to_changelog_stream(merged, changelog_mode=ChangelogMode.upsert())
-                .process(EncodeTiles(source_name), output_type=write_row)
-                .name(f"encode-tiles-{source_name}")
+                t_env.to_changelog_stream(tiles, changelog_mode=ChangelogMode.upsert())
                 .sink_to(_tile_sink(config))
                 .name(f"write-tiles-{source_name}")
             )

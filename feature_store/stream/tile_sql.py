@@ -206,6 +206,16 @@ class SourceTilesSql:
         )
 
     @property
+    def exact_sum_columns(self) -> frozenset[str]:
+        """The query's columns holding integer sums as DECIMAL(38, 0) (all others are BIGINT)."""
+        return frozenset(
+            f"a{d.first_column + i}"
+            for d in self._all_defs
+            for i, template in enumerate(d.parts)
+            if template == _SUM_EXACT
+        )
+
+    @property
     def tile_columns(self) -> tuple[str, ...]:
         """Names of the query's rows, in order."""
         aggregates = [f"a{k}" for k in range(self.part_count)]
@@ -250,9 +260,71 @@ class SourceTilesSql:
             write_timestamp_us(tile, row[4]),
         )
 
+    # --- per changed tile (JVM): the rows the sink writes ------------------------------------
+
+    def _slots(self, view: _View, g: int) -> list[tuple[str, int, _Def]]:
+        """(kind, slot id, definition) of the tile's slots in the layout's order: ``i`` one
+        int IR, ``t`` avg's (sum, count)."""
+        agg = view.tiles.aggregator
+        gi = agg.granularities_ms.index(g)
+        feeding = {si: d for d in view.defs for tgi, si in d.definition.targets if tgi == gi}
+        return [
+            ("t" if len(feeding[si].parts) == 2 else "i", sid, feeding[si])
+            for si, sid in enumerate(agg.slot_ids(g))
+        ]
+
+    def encoder_input(self, row: Sequence[Any]) -> tuple[str, list[int], list[Any], list[Any], list[Any]]:
+        """What the JVM encoder (``fstore_int_tile``) gets for a query row: kinds, slot ids,
+        newest event times, first and second IR parts (``None`` where absent)."""
+        view = self._views[row[0]]
+        slots = self._slots(view, row[2])
+        kinds = "".join(k for k, _, _ in slots)
+        lasts = [row[self._last_at[d.first_column]] for _, _, d in slots]
+        firsts = [row[5 + d.first_column] for _, _, d in slots]
+        seconds = [row[6 + d.first_column] if k == "t" else None for k, _, d in slots]
+        return kinds, [sid for _, sid, _ in slots], lasts, firsts, seconds
+
+    def write_sql(self, routed_table: str, encoder: str = "fstore_int_tile") -> str:
+        """The query whose rows the JVM sink writes: (insert CQL, entity key, view, g, tile
+        start, payload, expiry ms, write timestamp µs), the payload encoded by ``encoder``
+        (jobs/jvm IntTileEncoder, byte for byte :meth:`encode`'s)."""
+        cql = " ".join(f"WHEN {v.index} THEN {_text(v.insert)}" for v in self._views.values())
+        names = " ".join(f"WHEN {v.index} THEN {_text(v.tiles.view.name)}" for v in self._views.values())
+        payloads, expiries = [], []
+        for view in self._views.values():
+            for g in view.tiles.aggregator.granularities_ms:
+                slots = self._slots(view, g)
+                kinds = "".join(k for k, _, _ in slots)
+                sids = ", ".join(f"CAST({sid} AS BIGINT)" for _, sid, _ in slots)
+                lasts = ", ".join(f"l{d.first_column}" for _, _, d in slots)
+                firsts = ", ".join(f"CAST(a{d.first_column} AS DECIMAL(38, 0))" for _, _, d in slots)
+                seconds = ", ".join(
+                    f"CAST(a{d.first_column + 1} AS BIGINT)" if k == "t" else "CAST(NULL AS BIGINT)"
+                    for k, _, d in slots
+                )
+                when = f"WHEN vi = {view.index} AND g = {g}"
+                payloads.append(
+                    f"{when} THEN {encoder}('{kinds}', ARRAY[{sids}], ARRAY[{lasts}], ARRAY[{firsts}], "
+                    f"ARRAY[{seconds}])"
+                )
+                expiries.append(f"{when} THEN CAST({view.tiles.retention_ms[g]} AS BIGINT)")
+        return (
+            f"SELECT CASE vi {cql} END AS insert_cql, ENCODE(entity, 'UTF-8') AS entity_key, "
+            f"CASE vi {names} END AS feature_view, g AS granularity_ms, tile_start AS tile_start_ms, "
+            f"CASE {' '.join(payloads)} END AS payload, "
+            f"tile_start + CASE {' '.join(expiries)} END AS expires_ms, "
+            "tile_start * 1000 + version AS timestamp_us\n"
+            f"FROM (\n{self.sql(routed_table)}\n)"
+        )
+
     @property
     def _all_defs(self) -> list[_Def]:  # in the query's column order
         return [d for v in self._views.values() for d in v.defs]
+
+
+def _text(value: str) -> str:
+    """A SQL string literal."""
+    return "'" + value.replace("'", "''") + "'"
 
 
 def _int(value: Any) -> int:

@@ -95,7 +95,8 @@ def test_restart_from_checkpoint_after_kill_9_stores_exactly_the_ground_truth(
     # the second batch follows the first in event time: nothing is later than the allowed lateness
     twenty_minutes = 1_200_000
     first = like_events(3000, seed=7, now_ms=now - twenty_minutes, span_ms=twenty_minutes)
-    second = like_events(10_000, seed=8, now_ms=now, span_ms=twenty_minutes)
+    # enough that the job is still busy with them when it is killed (it merges ~5k/s here)
+    second = like_events(40_000, seed=8, now_ms=now, span_ms=twenty_minutes)
     want = expected_tiles(iso.registry, "user_likes_received", first + second)
     checkpoints, log = tmp_path / "checkpoints", tmp_path / "job.log"
     produce(iso.bootstrap, source, first, key_field="user_id")
@@ -109,7 +110,7 @@ def test_restart_from_checkpoint_after_kill_9_stores_exactly_the_ground_truth(
             "first tiles in the store",
         )
         produce(iso.bootstrap, source, second, key_field="user_id")
-        time.sleep(1.0)
+        time.sleep(0.5)
     finally:
         kill_9(job)
     # mid-stream: the store does not hold the final values yet (else a restart that ignored its

@@ -56,14 +56,17 @@ feature_views:
 """
 
 
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
-    root = tmp_path_factory.mktemp("registry")
+def registry_at(root: Path, views: str) -> Registry:
     (root / "feature_store.yaml").write_text("project: tilesql\n")
     (root / "entities.yaml").write_text(ENTITIES)
-    (root / "ev.yaml").write_text(VIEWS)
+    (root / "ev.yaml").write_text(views)
     (root / "ev.avsc").write_text(json.dumps(SCHEMA))
-    return load_registry(Path(root))
+    return load_registry(root)
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
+    return registry_at(tmp_path_factory.mktemp("registry"), VIEWS)
 
 
 def aggregator(registry: Registry, index: int) -> ViewAggregator:

@@ -23,6 +23,7 @@ import org.apache.flink.api.connector.sink2.SinkWriter;
 import org.apache.flink.api.connector.sink2.WriterInitContext;
 import org.apache.flink.metrics.Counter;
 import org.apache.flink.types.Row;
+import org.apache.flink.types.RowKind;
 
 /**
  * Writes encoded tiles to the CQL store: one bound INSERT per row, asynchronously, at most
@@ -30,9 +31,11 @@ import org.apache.flink.types.Row;
  * before a checkpoint (or the end of input) completes. A failed write fails the job, which
  * restarts from the last checkpoint and rewrites the same absolute, versioned cells.
  *
- * <p>Rows (built by the Python encoder, which owns the CQL text and the tile codec): {@code
- * (insert_cql STRING, entity_key BYTES, feature_view STRING, granularity_ms BIGINT,
- * tile_start_ms BIGINT, payload BYTES, ttl_s INT, timestamp_us BIGINT)}.
+ * <p>Rows (the SQL path's changelog, upsert mode; the CQL text comes from the Python side's
+ * {@code insert_cql}): {@code (insert_cql STRING, entity_key BYTES, feature_view STRING,
+ * granularity_ms BIGINT, tile_start_ms BIGINT, payload BYTES, expires_ms BIGINT, timestamp_us
+ * BIGINT)}. The TTL is counted at write time from {@code expires_ms} (the tile's start plus its
+ * retention) as the Python path's {@code ViewTiles.ttl_seconds} does.
  */
 public final class CqlTileSink implements Sink<Row> {
   private static final long serialVersionUID = 1L;
@@ -100,6 +103,10 @@ public final class CqlTileSink implements Sink<Row> {
     @Override
     public void write(Row row, Context context) throws IOException, InterruptedException {
       checkFailure();
+      RowKind kind = row.getKind();
+      if (kind != RowKind.INSERT && kind != RowKind.UPDATE_AFTER) {
+        return; // an upsert stream's deletes: tiles are never retracted
+      }
       String cql = (String) row.getField(0);
       PreparedStatement insert = prepared.get(cql);
       if (insert == null) {
@@ -113,7 +120,7 @@ public final class CqlTileSink implements Sink<Row> {
               row.getField(3),
               row.getField(4),
               ByteBuffer.wrap((byte[]) row.getField(5)),
-              row.getField(6),
+              ttlSeconds((Long) row.getField(6), System.currentTimeMillis()),
               row.getField(7));
       permits.acquire();
       session
@@ -127,6 +134,11 @@ public final class CqlTileSink implements Sink<Row> {
                 }
                 permits.release();
               });
+    }
+
+    /** Seconds until the tile stops mattering (at least 1), as ViewTiles.ttl_seconds. */
+    static int ttlSeconds(long expiresMs, long nowMs) {
+      return (int) Math.max(1, Math.floorDiv(expiresMs - nowMs, 1000L) + 1);
     }
 
     @Override

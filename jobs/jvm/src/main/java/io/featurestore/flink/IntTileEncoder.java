@@ -1,0 +1,166 @@
+package io.featurestore.flink;
+
+import java.io.BufferedReader;
+import java.io.IOException;
+import java.io.InputStreamReader;
+import java.math.BigDecimal;
+import java.math.BigInteger;
+import java.nio.charset.StandardCharsets;
+import java.util.Arrays;
+import org.apache.flink.table.annotation.DataTypeHint;
+import org.apache.flink.table.functions.ScalarFunction;
+
+/**
+ * Encodes a tile whose slots all hold integer IRs in the tile format of
+ * feature_store/core/codec.py (format version 1), byte for byte: the SQL path's tiles are
+ * written without a Python call per tile. Only the subset the SQL path produces is covered: an
+ * IR is an int (tag 3, zigzag varint of any size) or a pair of ints (tag 7, count 2), and slots
+ * without an event (null {@code last}) are omitted, as {@code ViewAggregator.encode} does.
+ *
+ * <p>{@code kinds} has one character per slot in the layout's slot order: {@code i} (one int:
+ * {@code first}) or {@code t} (the pair {@code (first, second)}: avg's sum and count). {@link
+ * #main} encodes lines from stdin, for the test that compares these bytes with the Python codec.
+ */
+public final class IntTileEncoder extends ScalarFunction {
+  private static final long serialVersionUID = 1L;
+  private static final int FORMAT_VERSION = 1;
+  private static final int TAG_INT = 3;
+  private static final int TAG_TUPLE = 7;
+  private static final BigInteger SEVEN_BITS = BigInteger.valueOf(0x7F);
+
+  public byte[] eval(
+      String kinds,
+      @DataTypeHint("ARRAY<BIGINT>") Long[] slotIds,
+      @DataTypeHint("ARRAY<BIGINT>") Long[] lasts,
+      @DataTypeHint("ARRAY<DECIMAL(38, 0)>") BigDecimal[] first,
+      @DataTypeHint("ARRAY<BIGINT>") Long[] second) {
+    return encode(kinds, slotIds, lasts, first, second);
+  }
+
+  static byte[] encode(
+      String kinds, Long[] slotIds, Long[] lasts, BigDecimal[] first, Long[] second) {
+    Bytes out = new Bytes(16 + 12 * kinds.length());
+    out.put(FORMAT_VERSION);
+    int entries = 0;
+    for (Long last : lasts) {
+      if (last != null) {
+        entries++;
+      }
+    }
+    out.putUvarint(entries);
+    long previous = 0;
+    for (int i = 0; i < kinds.length(); i++) {
+      Long last = lasts[i];
+      if (last == null) {
+        continue;
+      }
+      long sid = slotIds[i];
+      out.put((int) (sid >>> 24));
+      out.put((int) (sid >>> 16));
+      out.put((int) (sid >>> 8));
+      out.put((int) sid);
+      out.putInt(BigInteger.valueOf(last).subtract(BigInteger.valueOf(previous)));
+      previous = last;
+      BigInteger value = first[i] == null ? BigInteger.ZERO : first[i].toBigIntegerExact();
+      if (kinds.charAt(i) == 't') {
+        out.put(TAG_TUPLE);
+        out.putUvarint(2);
+        out.put(TAG_INT);
+        out.putInt(value);
+        out.put(TAG_INT);
+        out.putInt(BigInteger.valueOf(second[i] == null ? 0 : second[i]));
+      } else {
+        out.put(TAG_INT);
+        out.putInt(value);
+      }
+    }
+    return out.toArray();
+  }
+
+  /** A growable byte buffer with the codec's varints. */
+  private static final class Bytes {
+    private byte[] data;
+    private int size;
+
+    Bytes(int capacity) {
+      data = new byte[capacity];
+    }
+
+    void put(int b) {
+      if (size == data.length) {
+        data = Arrays.copyOf(data, size * 2);
+      }
+      data[size++] = (byte) b;
+    }
+
+    void putUvarint(long n) {
+      while (n > 0x7F) {
+        put((int) ((n & 0x7F) | 0x80));
+        n >>>= 7;
+      }
+      put((int) n);
+    }
+
+    void putUvarint(BigInteger n) {
+      if (n.bitLength() < 63) {
+        putUvarint(n.longValue());
+        return;
+      }
+      while (n.compareTo(SEVEN_BITS) > 0) {
+        put(n.and(SEVEN_BITS).intValue() | 0x80);
+        n = n.shiftRight(7);
+      }
+      put(n.intValue());
+    }
+
+    /** zigzag: n >= 0 -> 2n, else 2(-n - 1) + 1 (any size, as Python's ints). */
+    void putInt(BigInteger n) {
+      if (n.signum() >= 0) {
+        putUvarint(n.shiftLeft(1));
+      } else {
+        putUvarint(n.not().shiftLeft(1).setBit(0));
+      }
+    }
+
+    byte[] toArray() {
+      return Arrays.copyOf(data, size);
+    }
+  }
+
+  /**
+   * Test harness: each stdin line {@code kinds;sids;lasts;firsts;seconds} (comma-separated,
+   * {@code -} for null) gives one hex line on stdout.
+   */
+  public static void main(String[] args) throws IOException {
+    BufferedReader in =
+        new BufferedReader(new InputStreamReader(System.in, StandardCharsets.UTF_8));
+    StringBuilder out = new StringBuilder();
+    for (String line = in.readLine(); line != null; line = in.readLine()) {
+      String[] parts = line.split(";", -1);
+      String kinds = parts[0];
+      int n = kinds.length();
+      Long[] sids = longs(parts[1], n);
+      Long[] lasts = longs(parts[2], n);
+      Long[] seconds = longs(parts[4], n);
+      BigDecimal[] firsts = new BigDecimal[n];
+      String[] items = parts[3].split(",", -1);
+      for (int i = 0; i < n; i++) {
+        firsts[i] = items[i].equals("-") ? null : new BigDecimal(items[i]);
+      }
+      for (byte b : encode(kinds, sids, lasts, firsts, seconds)) {
+        out.append(Character.forDigit((b >> 4) & 0xF, 16)).append(Character.forDigit(b & 0xF, 16));
+      }
+      out.append('\n');
+    }
+    System.out.print(out);
+  }
+
+  private static Long[] longs(String text, int n) {
+    Long[] values = new Long[n];
+    String[] items = text.split(",", -1);
+    for (int i = 0; i < n; i++) {
+      values[i] = items[i].equals("-") ? null : Long.parseLong(items[i]);
+    }
+    return values;
+  }
+}
