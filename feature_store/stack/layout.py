@@ -102,5 +102,7 @@ class Layout:
         """The job's JVM side (jobs/jvm, built by `fstore dev fetch`) and its runtime jars."""
         folder = self.lib("flink-jobs")
         if not (folder / "fstore-flink-jobs.jar").is_file():
-            raise FileNotFoundError(f"no fstore-flink-jobs.jar in {folder}; run `fstore dev fetch` (or `make jars`)")
+            raise FileNotFoundError(
+                f"no fstore-flink-jobs.jar in {folder}; run `fstore dev fetch` (or `make jars`)"
+            )
         return sorted(folder.glob("*.jar"))

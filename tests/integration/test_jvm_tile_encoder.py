@@ -29,7 +29,8 @@ def jvm_encode(lines: list[str]) -> list[str]:
     import pyflink  # noqa: PLC0415
 
     flink_lib = Path(pyflink.__file__).parent / "lib"
-    classpath = ":".join([str(Layout.default().lib("flink-jobs") / "fstore-flink-jobs.jar"), f"{flink_lib}/*"])
+    jar = Layout.default().lib("flink-jobs") / "fstore-flink-jobs.jar"
+    classpath = f"{jar}:{flink_lib}/*"
     proc = subprocess.run(
         ["java", "-cp", classpath, "io.featurestore.flink.IntTileEncoder"],
         input="\n".join(lines) + "\n",
@@ -62,7 +63,7 @@ def test_the_jvm_encoder_writes_the_core_codecs_bytes(tmp_path: Path) -> None:
     registry: Registry = registry_at(tmp_path, VIEWS)
     plan = SourceTilesSql(registry, "ev", "ks", [0, 1])
     rng = random.Random(11)
-    rows = []
+    rows: list[list[Any]] = []
     for vi in (0, 1):
         for g in registry.views_of_source("ev")[vi].granularities_ms:
             rows.extend(random_row(rng, plan, vi, g) for _ in range(150))
