@@ -310,11 +310,18 @@ class HyperLogLog:
 
     # --- bytes -------------------------------------------------------------------------------
 
+    def packed_entries(self) -> list[int]:
+        """A sparse sketch's entries as sorted ``index << 6 | rank`` (precision 25), as
+        :meth:`to_bytes` writes them; a dense sketch has none (``[]``)."""
+        if self._sparse is None:
+            return []
+        return sorted((index << 6) | rank for index, rank in self._sparse.items())
+
     def to_bytes(self) -> bytes:
         """``version, p, layout`` then sorted u32 ``index << 6 | rank`` entries, or ``m`` ranks."""
         head = bytes((_FORMAT_VERSION, self._params.p))
         if self._sparse is not None:
-            packed = sorted((index << 6) | rank for index, rank in self._sparse.items())
+            packed = self.packed_entries()
             return head + bytes((_SPARSE,)) + struct.pack(f">{len(packed)}I", *packed)
         assert self._dense is not None
         return head + bytes((_DENSE,)) + bytes(self._dense)

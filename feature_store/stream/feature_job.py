@@ -7,7 +7,7 @@ Per source::
                        fan out per view
       views of integer IRs (tile_sql):
          one-event IRs -> Flink SQL mini-batch GROUP BY (view, entity, tile): absolute tiles,
-         encoded in the JVM (IntTileEncoder) -> CqlTileSink (async, waits for writes at
+         encoded in the JVM (TileEncoder) -> CqlTileSink (async, waits for writes at
          checkpoints)
       other views:
          -> key_by (view, entity)
@@ -120,7 +120,8 @@ def _sql_plans(config: JobConfig, t_env: Any) -> dict[str, SourceTilesSql]:
             if indices:
                 plans[name] = SourceTilesSql(config.registry, name, config.cql.keyspace, indices)
     if plans:
-        t_env.create_java_temporary_system_function("fstore_int_tile", "io.featurestore.flink.IntTileEncoder")
+        t_env.create_java_temporary_system_function("fstore_tile", "io.featurestore.flink.TileEncoder")
+        t_env.create_java_temporary_system_function("fstore_hll", "io.featurestore.flink.HllSketch")
         table_config = t_env.get_config()
         table_config.set("table.exec.mini-batch.enabled", "true")
         table_config.set("table.exec.mini-batch.allow-latency", f"{config.flush_interval_ms} ms")

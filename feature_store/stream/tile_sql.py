@@ -2,23 +2,25 @@
 
 The Python keyed operator that folds every event into keyed MapState is the job's bottleneck
 (a state put and a timer per event, see docs/benchmarks.md). For views whose every slot has an
-integer IR, the per-event work splits instead:
+IR the JVM merges exactly (integers, distinct-count sketches), the per-event work splits instead:
 
 * **Python, per event, stateless** (in the router): evaluate each definition's ``where`` and
   fold the event into a *one-event IR* with the core aggregator itself
   (``aggregator.add(aggregator.init(), value, t)``), emitted as BIGINT columns.
 * **JVM, Flink SQL mini-batch GROUP BY (view, entity, granularity, tile start)**: merge the
   one-event IRs with the SQL aggregate that *is* the core ``merge`` for that IR (``SUM`` of
-  counts and integer sums, ``MIN``/``MAX`` of integers, both for ``avg``'s ``(sum, count)``),
-  plus ``COUNT(*)`` as the tile's version and ``MAX(t)`` per slot as its newest event. Its state
-  is checkpointed, so each update is the tile's absolute value.
-* **Python, per changed tile per mini-batch, stateless**: build the :class:`TileState` and
-  encode it with the core codec into the INSERT the JVM sink (jobs/jvm ``CqlTileSink``) writes
-  with ``USING TIMESTAMP`` (tile start, version) and ``USING TTL``; the sink waits for its
-  writes before a checkpoint completes.
+  counts and integer sums, ``MIN``/``MAX`` of integers, both for ``avg``'s ``(sum, count)``;
+  for ``count_distinct`` the one-event sketch's single sparse entry, merged by jobs/jvm
+  ``HllSketch``, the core sketch's merge and bytes), plus ``COUNT(*)`` as the tile's version
+  and ``MAX(t)`` per slot as its newest event. Its state is checkpointed, so each update is the
+  tile's absolute value.
+* **JVM, per changed tile**: jobs/jvm ``TileEncoder`` writes the core codec's bytes for the
+  tile (:meth:`SourceTilesSql.encode` is the Python reference, and tests hold the two
+  byte-identical) and ``CqlTileSink`` writes it with ``USING TIMESTAMP`` (tile start, version)
+  and ``USING TTL``, waiting for its writes before a checkpoint completes.
 
-Views with a lifetime window (SQL state would expire them), or with float, string,
-``last``, ``last_n`` or ``count_distinct`` slots, keep the Python keyed path.
+Views with a lifetime window (SQL state expires with the tiles' retention), or with float,
+string, ``last`` or ``last_n`` slots, keep the Python keyed path.
 
 Nothing here imports PyFlink: the per-event and per-tile steps are unit-tested against
 :meth:`ViewAggregator.update` and ``encode``.
@@ -39,6 +41,7 @@ from feature_store.core.model import (
     Registry,
     ValueType,
 )
+from feature_store.core.sketch import DEFAULT_PRECISION, HyperLogLog
 from feature_store.core.tiles import NO_EVENT, Definition, TileState, ViewAggregator
 from feature_store.stream.tile_writer import Routed, ViewTiles, split_key, write_timestamp_us
 
@@ -51,12 +54,17 @@ _PARTS: Final[dict[tuple[AggregationKind, ValueType | None], tuple[str, ...]]] =
     (AggregationKind.AVG, ValueType.INT64): (_SUM_EXACT, "SUM({c})"),
 }
 _COUNT_PARTS: Final = ("SUM({c})",)  # count of events or of non-null values: an int IR
+# count_distinct: the one-event sketch's single sparse entry, merged by jobs/jvm HllSketch
+_SKETCH: Final = "fstore_hll({c})"
 
 
 def _parts(definition: Definition) -> tuple[str, ...] | None:
     agg = definition.aggregator
     if agg.kind is AggregationKind.COUNT:
         return _COUNT_PARTS
+    if agg.kind is AggregationKind.COUNT_DISTINCT:
+        # HllSketch is built for the default precision only
+        return (_SKETCH,) if agg.init().p == DEFAULT_PRECISION else None
     return _PARTS.get((agg.kind, agg.input_type))
 
 
@@ -151,7 +159,9 @@ class SourceTilesSql:
                 if value is None:
                     continue
             ir = agg.add(agg.init(), value, t)
-            if len(d.parts) == 1:
+            if d.parts[0] == _SKETCH:
+                row[3 + d.first_column] = ir.packed_entries()[0]
+            elif len(d.parts) == 1:
                 row[3 + d.first_column] = ir
             else:
                 row[3 + d.first_column : 3 + d.first_column + len(d.parts)] = ir
@@ -216,6 +226,11 @@ class SourceTilesSql:
         )
 
     @property
+    def sketch_columns(self) -> frozenset[str]:
+        """The query's columns holding count_distinct sketches (BYTES, HyperLogLog.to_bytes)."""
+        return frozenset(f"a{d.first_column}" for d in self._all_defs if d.parts[0] == _SKETCH)
+
+    @property
     def tile_columns(self) -> tuple[str, ...]:
         """Names of the query's rows, in order."""
         aggregates = [f"a{k}" for k in range(self.part_count)]
@@ -235,8 +250,12 @@ class SourceTilesSql:
             last = row[self._last_at[d.first_column]]
             if last is None:
                 continue
-            values = [_int(row[5 + d.first_column + i]) for i in range(len(d.parts))]
-            ir: Any = values[0] if len(values) == 1 else tuple(values)
+            ir: Any
+            if d.parts[0] == _SKETCH:
+                ir = HyperLogLog.from_bytes(row[5 + d.first_column])
+            else:
+                values = [_int(row[5 + d.first_column + i]) for i in range(len(d.parts))]
+                ir = values[0] if len(values) == 1 else tuple(values)
             for tgi, si in d.definition.targets:
                 if tgi == gi:
                     state.irs[si] = ir
@@ -264,30 +283,30 @@ class SourceTilesSql:
 
     def _slots(self, view: _View, g: int) -> list[tuple[str, int, _Def]]:
         """(kind, slot id, definition) of the tile's slots in the layout's order: ``i`` one
-        int IR, ``t`` avg's (sum, count)."""
+        int IR, ``t`` avg's (sum, count), ``h`` a sketch."""
         agg = view.tiles.aggregator
         gi = agg.granularities_ms.index(g)
         feeding = {si: d for d in view.defs for tgi, si in d.definition.targets if tgi == gi}
-        return [
-            ("t" if len(feeding[si].parts) == 2 else "i", sid, feeding[si])
-            for si, sid in enumerate(agg.slot_ids(g))
-        ]
+        return [(_kind(feeding[si]), sid, feeding[si]) for si, sid in enumerate(agg.slot_ids(g))]
 
-    def encoder_input(self, row: Sequence[Any]) -> tuple[str, list[int], list[Any], list[Any], list[Any]]:
-        """What the JVM encoder (``fstore_int_tile``) gets for a query row: kinds, slot ids,
-        newest event times, first and second IR parts (``None`` where absent)."""
+    def encoder_input(
+        self, row: Sequence[Any]
+    ) -> tuple[str, list[int], list[Any], list[Any], list[Any], list[Any]]:
+        """What the JVM encoder (``fstore_tile``) gets for a query row: kinds, slot ids, newest
+        event times, first and second int IR parts and sketches (``None`` where absent)."""
         view = self._views[row[0]]
         slots = self._slots(view, row[2])
         kinds = "".join(k for k, _, _ in slots)
         lasts = [row[self._last_at[d.first_column]] for _, _, d in slots]
-        firsts = [row[5 + d.first_column] for _, _, d in slots]
+        firsts = [row[5 + d.first_column] if k != "h" else None for k, _, d in slots]
         seconds = [row[6 + d.first_column] if k == "t" else None for k, _, d in slots]
-        return kinds, [sid for _, sid, _ in slots], lasts, firsts, seconds
+        sketches = [row[5 + d.first_column] if k == "h" else None for k, _, d in slots]
+        return kinds, [sid for _, sid, _ in slots], lasts, firsts, seconds, sketches
 
-    def write_sql(self, routed_table: str, encoder: str = "fstore_int_tile") -> str:
+    def write_sql(self, routed_table: str, encoder: str = "fstore_tile") -> str:
         """The query whose rows the JVM sink writes: (insert CQL, entity key, view, g, tile
         start, payload, expiry ms, write timestamp µs), the payload encoded by ``encoder``
-        (jobs/jvm IntTileEncoder, byte for byte :meth:`encode`'s)."""
+        (jobs/jvm TileEncoder, byte for byte :meth:`encode`'s)."""
         cql = " ".join(f"WHEN {v.index} THEN {_text(v.insert)}" for v in self._views.values())
         names = " ".join(f"WHEN {v.index} THEN {_text(v.tiles.view.name)}" for v in self._views.values())
         payloads, expiries = [], []
@@ -297,15 +316,23 @@ class SourceTilesSql:
                 kinds = "".join(k for k, _, _ in slots)
                 sids = ", ".join(f"CAST({sid} AS BIGINT)" for _, sid, _ in slots)
                 lasts = ", ".join(f"l{d.first_column}" for _, _, d in slots)
-                firsts = ", ".join(f"CAST(a{d.first_column} AS DECIMAL(38, 0))" for _, _, d in slots)
+                firsts = ", ".join(
+                    f"CAST(a{d.first_column} AS DECIMAL(38, 0))"
+                    if k != "h"
+                    else "CAST(NULL AS DECIMAL(38, 0))"
+                    for k, _, d in slots
+                )
                 seconds = ", ".join(
                     f"CAST(a{d.first_column + 1} AS BIGINT)" if k == "t" else "CAST(NULL AS BIGINT)"
                     for k, _, d in slots
                 )
+                sketches = ", ".join(
+                    f"a{d.first_column}" if k == "h" else "CAST(NULL AS BYTES)" for k, _, d in slots
+                )
                 when = f"WHEN vi = {view.index} AND g = {g}"
                 payloads.append(
                     f"{when} THEN {encoder}('{kinds}', ARRAY[{sids}], ARRAY[{lasts}], ARRAY[{firsts}], "
-                    f"ARRAY[{seconds}])"
+                    f"ARRAY[{seconds}], ARRAY[{sketches}])"
                 )
                 expiries.append(f"{when} THEN CAST({view.tiles.retention_ms[g]} AS BIGINT)")
         return (
@@ -320,6 +347,12 @@ class SourceTilesSql:
     @property
     def _all_defs(self) -> list[_Def]:  # in the query's column order
         return [d for v in self._views.values() for d in v.defs]
+
+
+def _kind(d: _Def) -> str:
+    if d.parts[0] == _SKETCH:
+        return "h"
+    return "t" if len(d.parts) == 2 else "i"
 
 
 def _text(value: str) -> str:

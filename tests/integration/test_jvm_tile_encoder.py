@@ -1,9 +1,13 @@
-"""The JVM tile encoder (jobs/jvm IntTileEncoder) writes the core codec's bytes exactly.
+"""The job's JVM side (jobs/jvm) writes the core's bytes exactly.
 
-Random query rows of the SQL path, including sums past int64, negative values and empty slots,
-go through the JVM encoder's test harness and through :meth:`SourceTilesSql.encode` (the core's
-``ViewAggregator.encode``); every byte must agree, or tiles written by the SQL path would read
-differently from the Python path's.
+* ``TileEncoder``: random query rows of the SQL path, with sums past int64, negative values,
+  sketches and empty slots, encoded by the JVM and by :meth:`SourceTilesSql.encode` (the core's
+  ``ViewAggregator.encode``) must agree byte for byte, or tiles written by the SQL path would
+  read differently from the Python path's.
+* ``HllSketch``: merging the one-event sketches of random value sets (a handful up to past the
+  sparse limit, where the sketch turns dense) must give :meth:`HyperLogLog.to_bytes`.
+
+Both run through the classes' stdin harness: one JVM, no Flink cluster, no services.
 """
 
 from __future__ import annotations
@@ -16,23 +20,24 @@ from typing import Any
 
 import pytest
 
-from feature_store.core.model import Registry
+from feature_store.core.aggregators import aggregator_for
+from feature_store.core.model import AggregationKind, ValueType
+from feature_store.core.sketch import HyperLogLog, sparse_limit
 from feature_store.stack.layout import Layout
 from feature_store.stream.tile_sql import SourceTilesSql
 from tests.unit.export.support import HOUR, T0
-from tests.unit.stream.test_tile_sql import VIEWS, registry_at
+from tests.unit.stream.test_tile_sql import VIEWS, index_of, registry_at
 
 pytestmark = pytest.mark.integration
 
 
-def jvm_encode(lines: list[str]) -> list[str]:
+def run_harness(main_class: str, lines: list[str]) -> list[str]:
     import pyflink  # noqa: PLC0415
 
     flink_lib = Path(pyflink.__file__).parent / "lib"
     jar = Layout.default().lib("flink-jobs") / "fstore-flink-jobs.jar"
-    classpath = f"{jar}:{flink_lib}/*"
     proc = subprocess.run(
-        ["java", "-cp", classpath, "io.featurestore.flink.IntTileEncoder"],
+        ["java", "-cp", f"{jar}:{flink_lib}/*", f"io.featurestore.flink.{main_class}"],
         input="\n".join(lines) + "\n",
         capture_output=True,
         text=True,
@@ -40,17 +45,34 @@ def jvm_encode(lines: list[str]) -> list[str]:
         timeout=120,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout.split()
+    return proc.stdout.split("\n")[: len(lines)]
 
 
 def _field(values: list[Any]) -> str:
-    return ",".join("-" if v is None else str(v) for v in values)
+    return ",".join("-" if v is None else v.hex() if isinstance(v, bytes) else str(v) for v in values)
+
+
+def one_event_entry(value: object) -> int:
+    """What the router emits for a count_distinct slot: the one-event sketch's entry."""
+    agg = aggregator_for(AggregationKind.COUNT_DISTINCT, ValueType.STRING, None)
+    sketch: HyperLogLog = agg.add(agg.init(), value, 0)
+    [entry] = sketch.packed_entries()
+    return entry
+
+
+def random_sketch(rng: random.Random) -> bytes:
+    sketch = HyperLogLog()
+    for _ in range(rng.choice([1, 3, 40, 700])):
+        sketch.add(f"v{rng.randrange(10**9)}")
+    return sketch.to_bytes()
 
 
 def random_row(rng: random.Random, plan: SourceTilesSql, vi: int, g: int) -> list[Any]:
     row: list[Any] = [vi, f"u{rng.randrange(9)}", g, T0 - T0 % g, rng.randrange(1, 1000)]
     for name in plan.tile_columns[5 : 5 + plan.part_count]:
-        if name in plan.exact_sum_columns and rng.random() < 0.2:  # past int64, within DECIMAL(38)
+        if name in plan.sketch_columns:
+            row.append(random_sketch(rng))
+        elif name in plan.exact_sum_columns and rng.random() < 0.2:  # past int64, within DECIMAL(38)
             row.append(Decimal(rng.choice([1, -1]) * rng.randrange(2**63, 10**38)))
         else:
             row.append(rng.randrange(-(2**40), 2**40))
@@ -59,22 +81,45 @@ def random_row(rng: random.Random, plan: SourceTilesSql, vi: int, g: int) -> lis
     return row
 
 
-def test_the_jvm_encoder_writes_the_core_codecs_bytes(tmp_path: Path) -> None:
-    registry: Registry = registry_at(tmp_path, VIEWS)
-    plan = SourceTilesSql(registry, "ev", "ks", [0, 1])
+def test_the_jvm_tile_encoder_writes_the_core_codecs_bytes(tmp_path: Path) -> None:
+    registry = registry_at(tmp_path, VIEWS)
+    indices = [index_of(registry, n) for n in ("v_ints", "v_peer", "v_distinct")]
+    plan = SourceTilesSql(registry, "ev", "ks", indices)
     rng = random.Random(11)
     rows: list[list[Any]] = []
-    for vi in (0, 1):
+    for vi in indices:
         for g in registry.views_of_source("ev")[vi].granularities_ms:
-            rows.extend(random_row(rng, plan, vi, g) for _ in range(150))
+            rows.extend(random_row(rng, plan, vi, g) for _ in range(100))
     rows = [r for r in rows if any(v is not None for v in plan.encoder_input(r)[2])]  # a tile has an entry
 
-    lines = []
-    for row in rows:
-        kinds, sids, lasts, firsts, seconds = plan.encoder_input(row)
-        lines.append(";".join([kinds, _field(sids), _field(lasts), _field(firsts), _field(seconds)]))
-    got = jvm_encode(lines)
+    got = run_harness("TileEncoder", [";".join(map(_field_or_kinds, plan.encoder_input(r))) for r in rows])
 
     want = [plan.encode(row, now_ms=T0)[5].hex() for row in rows]
     assert len(rows) > 300
+    assert any("h" in plan.encoder_input(r)[0] for r in rows)
     assert got == want
+
+
+def _field_or_kinds(value: Any) -> str:
+    return value if isinstance(value, str) else _field(value)
+
+
+def test_the_jvm_sketch_merge_gives_the_core_sketchs_bytes() -> None:
+    rng = random.Random(5)
+    limit = sparse_limit()
+    sizes = [0, 1, 2, 5, 50, limit - 1, limit, limit + 1, limit + 2, 3 * limit, 20_000]
+    sets = [[f"x{rng.randrange(10**12)}" for _ in range(n)] for n in sizes]
+    sets.append(["same"] * 10)
+
+    lines = []
+    want = []
+    for values in sets:
+        entries = [one_event_entry(v) for v in values]
+        rng.shuffle(entries)  # arrival order must not matter
+        lines.append(",".join(map(str, entries)))
+        sketch = HyperLogLog()
+        for v in values:
+            sketch.add(v)
+        want.append(sketch.to_bytes().hex())
+
+    assert run_harness("HllSketch", lines) == want

@@ -53,6 +53,24 @@ feature_views:
     features:
       - {name: total, aggregation: count}
       - {name: amount_sum, aggregation: sum, field: amount, windows: [1h]}
+  - name: v_distinct
+    entity: user
+    source: ev
+    entity_keys: {user_id: peer_id}
+    features:
+      - {name: kinds, aggregation: count_distinct, field: kind, windows: [{length: 1h, granularity: 5m}]}
+      - {name: users, aggregation: count_distinct, field: user_id, windows: [{length: 2h, granularity: 1h}]}
+      - {name: n_avg, aggregation: avg, field: n, windows: [{length: 2h, granularity: 1h}]}
+  - name: v_last
+    entity: user
+    source: ev
+    features:
+      - {name: last_n, aggregation: last, field: n, windows: [{length: 2h, granularity: 1h}]}
+  - name: v_floats
+    entity: user
+    source: ev
+    features:
+      - {name: amount_max, aggregation: max, field: amount, windows: [1h]}
 """
 
 
@@ -69,23 +87,34 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
     return registry_at(tmp_path_factory.mktemp("registry"), VIEWS)
 
 
+def index_of(registry: Registry, name: str) -> int:
+    """A view's index among its source's views (the router's key prefix)."""
+    return [v.name for v in registry.views_of_source("ev")].index(name)
+
+
 def aggregator(registry: Registry, index: int) -> ViewAggregator:
     view = registry.views_of_source("ev")[index]
     return ViewAggregator(view, {f.name: f.type for f in registry.source("ev").fields})
 
 
-def test_only_views_of_integer_irs_without_lifetime_windows_are_merged_in_sql(registry: Registry) -> None:
-    views = registry.views_of_source("ev")
+def test_only_views_of_irs_the_jvm_merges_without_lifetime_windows_are_merged_in_sql(
+    registry: Registry,
+) -> None:
+    def why(name: str) -> str | None:
+        index = index_of(registry, name)
+        return sql_ineligible(registry.views_of_source("ev")[index], aggregator(registry, index))
 
-    assert [v.name for v in views] == ["v_ints", "v_peer", "v_python"]
-    assert sql_ineligible(views[0], aggregator(registry, 0)) is None
-    assert sql_ineligible(views[1], aggregator(registry, 1)) is None
-    assert sql_ineligible(views[2], aggregator(registry, 2)) == "it has a lifetime window"
+    assert why("v_ints") is None
+    assert why("v_peer") is None
+    assert why("v_distinct") is None
+    assert why("v_python") == "it has a lifetime window"
+    assert why("v_last") == "its last of int64 IR is not an integer SQL can merge"
+    assert why("v_floats") == "its max of float64 IR is not an integer SQL can merge"
     with pytest.raises(ValueError, match="v_python"):
-        SourceTilesSql(registry, "ev", "ks", [2])
+        SourceTilesSql(registry, "ev", "ks", [index_of(registry, "v_python")])
 
 
-def random_routed(rng: random.Random, n: int) -> list[Routed]:
+def random_routed(rng: random.Random, n: int, ints: int, peer: int) -> list[Routed]:
     routed = []
     for _ in range(n):
         t = T0 + rng.randrange(3 * HOUR) - rng.randrange(2) * 5 * 60_000 * rng.randrange(3)
@@ -96,15 +125,16 @@ def random_routed(rng: random.Random, n: int) -> list[Routed]:
             "kind": rng.choice("abc"),
             "amount": rng.choice([None, 1.5, -2.0]),
         }
-        routed.append(Routed(f"0\x1f{user}", t, fields))
-        routed.append(Routed(f"1\x1fp{rng.randrange(3)}", t, {"n": fields["n"]}))
+        routed.append(Routed(f"{ints}\x1f{user}", t, fields))
+        routed.append(Routed(f"{peer}\x1fp{rng.randrange(3)}", t, {"n": fields["n"]}))
     return routed
 
 
 def test_the_sql_merge_of_one_event_irs_gives_the_tiles_of_the_core_fold(registry: Registry) -> None:
     rng = random.Random(7)
-    plan = SourceTilesSql(registry, "ev", "ks", [0, 1])
-    events = random_routed(rng, 400)
+    ints, peer = index_of(registry, "v_ints"), index_of(registry, "v_peer")
+    plan = SourceTilesSql(registry, "ev", "ks", [ints, peer])
+    events = random_routed(rng, 400, ints, peer)
 
     # the job's Python path: fold event by event (versions count the changes of each tile)
     source = registry.source("ev")
@@ -147,16 +177,18 @@ def test_the_sql_merge_of_one_event_irs_gives_the_tiles_of_the_core_fold(registr
 
 
 def test_an_event_no_definition_accepts_gives_no_row(registry: Registry) -> None:
-    plan = SourceTilesSql(registry, "ev", "ks", [1])
+    peer = index_of(registry, "v_peer")
+    plan = SourceTilesSql(registry, "ev", "ks", [peer])
 
-    assert plan.route(Routed("1\x1fp1", T0, {"n": 3})) is None
-    row = plan.route(Routed("1\x1fp1", T0, {"n": 41}))
-    assert row == [1, "p1", T0, 1]
+    assert plan.route(Routed(f"{peer}\x1fp1", T0, {"n": 3})) is None
+    row = plan.route(Routed(f"{peer}\x1fp1", T0, {"n": 41}))
+    assert row == [peer, "p1", T0, 1]
 
 
 def test_an_exact_sum_past_int64_reaches_the_tile_whole(registry: Registry) -> None:
-    plan = SourceTilesSql(registry, "ev", "ks", [0])
-    row: list[object] = [0, "u1", HOUR, T0, 2] + [None] * (len(plan.tile_columns) - 5)
+    ints = index_of(registry, "v_ints")
+    plan = SourceTilesSql(registry, "ev", "ks", [ints])
+    row: list[object] = [ints, "u1", HOUR, T0, 2] + [None] * (len(plan.tile_columns) - 5)
     huge = Decimal("12345678901234567890123")
     sum_column = plan.tile_columns.index("a3")  # n_sum: the fourth definition's only part
     row[sum_column] = huge

@@ -11,21 +11,23 @@ import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.functions.ScalarFunction;
 
 /**
- * Encodes a tile whose slots all hold integer IRs in the tile format of
- * feature_store/core/codec.py (format version 1), byte for byte: the SQL path's tiles are
- * written without a Python call per tile. Only the subset the SQL path produces is covered: an
- * IR is an int (tag 3, zigzag varint of any size) or a pair of ints (tag 7, count 2), and slots
+ * Encodes a tile of the SQL path in the tile format of feature_store/core/codec.py (format
+ * version 1), byte for byte: the SQL path's tiles are written without a Python call per tile.
+ * Only the IRs the SQL path produces are covered: an int (tag 3, zigzag varint of any size), a
+ * pair of ints (tag 7, count 2) and a sketch (tag 8, the bytes of {@link HllSketch}); slots
  * without an event (null {@code last}) are omitted, as {@code ViewAggregator.encode} does.
  *
  * <p>{@code kinds} has one character per slot in the layout's slot order: {@code i} (one int:
- * {@code first}) or {@code t} (the pair {@code (first, second)}: avg's sum and count). {@link
- * #main} encodes lines from stdin, for the test that compares these bytes with the Python codec.
+ * {@code first}), {@code t} (the pair {@code (first, second)}: avg's sum and count) or {@code h}
+ * (a sketch: {@code sketches}). {@link #main} encodes lines from stdin, for the test that
+ * compares these bytes with the Python codec.
  */
-public final class IntTileEncoder extends ScalarFunction {
+public final class TileEncoder extends ScalarFunction {
   private static final long serialVersionUID = 1L;
   private static final int FORMAT_VERSION = 1;
   private static final int TAG_INT = 3;
   private static final int TAG_TUPLE = 7;
+  private static final int TAG_SKETCH = 8;
   private static final BigInteger SEVEN_BITS = BigInteger.valueOf(0x7F);
 
   public byte[] eval(
@@ -33,12 +35,18 @@ public final class IntTileEncoder extends ScalarFunction {
       @DataTypeHint("ARRAY<BIGINT>") Long[] slotIds,
       @DataTypeHint("ARRAY<BIGINT>") Long[] lasts,
       @DataTypeHint("ARRAY<DECIMAL(38, 0)>") BigDecimal[] first,
-      @DataTypeHint("ARRAY<BIGINT>") Long[] second) {
-    return encode(kinds, slotIds, lasts, first, second);
+      @DataTypeHint("ARRAY<BIGINT>") Long[] second,
+      @DataTypeHint("ARRAY<BYTES>") byte[][] sketches) {
+    return encode(kinds, slotIds, lasts, first, second, sketches);
   }
 
   static byte[] encode(
-      String kinds, Long[] slotIds, Long[] lasts, BigDecimal[] first, Long[] second) {
+      String kinds,
+      Long[] slotIds,
+      Long[] lasts,
+      BigDecimal[] first,
+      Long[] second,
+      byte[][] sketches) {
     Bytes out = new Bytes(16 + 12 * kinds.length());
     out.put(FORMAT_VERSION);
     int entries = 0;
@@ -61,6 +69,14 @@ public final class IntTileEncoder extends ScalarFunction {
       out.put((int) sid);
       out.putInt(BigInteger.valueOf(last).subtract(BigInteger.valueOf(previous)));
       previous = last;
+      if (kinds.charAt(i) == 'h') {
+        out.put(TAG_SKETCH);
+        out.putUvarint(sketches[i].length);
+        for (byte b : sketches[i]) {
+          out.put(b);
+        }
+        continue;
+      }
       BigInteger value = first[i] == null ? BigInteger.ZERO : first[i].toBigIntegerExact();
       if (kinds.charAt(i) == 't') {
         out.put(TAG_TUPLE);
@@ -128,8 +144,8 @@ public final class IntTileEncoder extends ScalarFunction {
   }
 
   /**
-   * Test harness: each stdin line {@code kinds;sids;lasts;firsts;seconds} (comma-separated,
-   * {@code -} for null) gives one hex line on stdout.
+   * Test harness: each stdin line {@code kinds;sids;lasts;firsts;seconds;sketches}
+   * (comma-separated, {@code -} for null, sketches in hex) gives one hex line on stdout.
    */
   public static void main(String[] args) throws IOException {
     BufferedReader in =
@@ -147,12 +163,25 @@ public final class IntTileEncoder extends ScalarFunction {
       for (int i = 0; i < n; i++) {
         firsts[i] = items[i].equals("-") ? null : new BigDecimal(items[i]);
       }
-      for (byte b : encode(kinds, sids, lasts, firsts, seconds)) {
+      byte[][] sketches = new byte[n][];
+      String[] hexes = parts[5].split(",", -1);
+      for (int i = 0; i < n; i++) {
+        sketches[i] = hexes[i].equals("-") ? null : unhex(hexes[i]);
+      }
+      for (byte b : encode(kinds, sids, lasts, firsts, seconds, sketches)) {
         out.append(Character.forDigit((b >> 4) & 0xF, 16)).append(Character.forDigit(b & 0xF, 16));
       }
       out.append('\n');
     }
     System.out.print(out);
+  }
+
+  private static byte[] unhex(String hex) {
+    byte[] out = new byte[hex.length() / 2];
+    for (int i = 0; i < out.length; i++) {
+      out[i] = (byte) Integer.parseInt(hex.substring(2 * i, 2 * i + 2), 16);
+    }
+    return out;
   }
 
   private static Long[] longs(String text, int n) {
