@@ -56,6 +56,7 @@ __all__ = [
     "aggregator_for",
     "feature_aggregator",
     "fold",
+    "order_key",
 ]
 
 IR = TypeVar("IR")
@@ -73,6 +74,24 @@ def _float_order(value: float) -> int:
     """An int that sorts like IEEE-754 totalOrder (``-0.0 < +0.0``, NaN above ``+inf``)."""
     bits: int = _I64.unpack(_F64.pack(value))[0]
     return bits if bits >= 0 else bits ^ 0x7FFF_FFFF_FFFF_FFFF
+
+
+def order_key(value: Any, input_type: ValueType | None) -> bytes:
+    """Bytes whose unsigned lexicographic order is the value order ``last`` and ``last_n`` break
+    ties on (ints and floats as int64 keys with the sign bit flipped, floats by totalOrder;
+    strings as UTF-8, whose byte order is code point order; bytes as is). For a merge that
+    compares bytes without knowing the type (the job's JVM side)."""
+    if input_type is ValueType.FLOAT64:
+        value = _float_order(value)
+    if isinstance(value, bool):
+        return b"\x01" if value else b"\x00"
+    if isinstance(value, int):
+        return (value + (1 << 63)).to_bytes(8, "big")
+    if isinstance(value, str):
+        return value.encode("utf-8")
+    if isinstance(value, bytes):
+        return value
+    raise TypeError(f"no order key for a value of type {type(value).__name__}")
 
 
 class Aggregator(ABC, Generic[IR]):

@@ -122,15 +122,14 @@ def _sql_plans(config: JobConfig, t_env: Any) -> dict[str, SourceTilesSql]:
     if plans:
         t_env.create_java_temporary_system_function("fstore_tile", "io.featurestore.flink.TileEncoder")
         t_env.create_java_temporary_system_function("fstore_hll", "io.featurestore.flink.HllSketch")
+        t_env.create_java_temporary_system_function("fstore_last", "io.featurestore.flink.LastN")
         table_config = t_env.get_config()
         table_config.set("table.exec.mini-batch.enabled", "true")
         table_config.set("table.exec.mini-batch.allow-latency", f"{config.flush_interval_ms} ms")
         table_config.set("table.exec.mini-batch.size", "20000")
         table_config.set("table.optimizer.agg-phase-strategy", "ONE_PHASE")
-        # a tile's SQL state lives as long as any window reads it (processing time, from its
-        # last update; the store's USING TTL counts from the write)
-        retention = max(p.retention_ms for p in plans.values())
-        table_config.set("table.exec.state.ttl", f"{retention} ms")
+        # state TTL: per aggregation, by a STATE_TTL hint in each plan's query (windowed tiles
+        # live as long as a window reads them, lifetime tiles for ever)
     return plans
 
 
@@ -432,9 +431,10 @@ def build(config: JobConfig) -> Any:
         if plan is None:  # no SQL path: the main output stays empty
             row_type = Types.ROW_NAMED(["vi"], [Types.INT()])
         else:
-            columns = plan.routed_columns
+            sql_types = {"BIGINT": Types.LONG(), "BYTES": Types.PRIMITIVE_ARRAY(Types.BYTE())}
             row_type = Types.ROW_NAMED(
-                list(columns), [Types.INT(), Types.STRING(), *[Types.LONG()] * (len(columns) - 2)]
+                list(plan.routed_columns),
+                [Types.INT(), Types.STRING(), Types.LONG(), *(sql_types[t] for t in plan.input_types)],
             )
         routed = raw.process(RouteEvents(source_name), output_type=row_type).name(f"route-{source_name}")
         if len(plan.view_indices if plan else ()) < len(registry.views_of_source(source_name)):

@@ -31,11 +31,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from feature_store.adapters.cql_online_store import insert_cql
+from feature_store.core import codec
+from feature_store.core.aggregators import order_key
 from feature_store.core.model import (
-    LIFETIME_GRANULARITY_MS,
     AggregationKind,
     FeatureView,
     Registry,
@@ -45,46 +46,72 @@ from feature_store.core.sketch import DEFAULT_PRECISION, HyperLogLog
 from feature_store.core.tiles import NO_EVENT, Definition, TileState, ViewAggregator
 from feature_store.stream.tile_writer import Routed, ViewTiles, split_key, write_timestamp_us
 
-# the one-event IR's parts (BIGINT columns) and the SQL aggregate merging each part exactly
-_SUM_EXACT: Final = "SUM(CAST({c} AS DECIMAL(38, 0)))"  # the core's int sums are unbounded
-_PARTS: Final[dict[tuple[AggregationKind, ValueType | None], tuple[str, ...]]] = {
-    (AggregationKind.SUM, ValueType.INT64): (_SUM_EXACT,),
-    (AggregationKind.MIN, ValueType.INT64): ("MIN({c})",),
-    (AggregationKind.MAX, ValueType.INT64): ("MAX({c})",),
-    (AggregationKind.AVG, ValueType.INT64): (_SUM_EXACT, "SUM({c})"),
+_SUM_EXACT: Final = "SUM(CAST({c0} AS DECIMAL(38, 0)))"  # the core's int sums are unbounded
+
+
+@dataclass(frozen=True, slots=True)
+class _Merge:
+    """How the JVM merges one definition's one-event IRs.
+
+    ``inputs``: SQL types of the columns the router fills from the one-event IR; ``outputs``:
+    the aggregates over them (``{c0}``, ``{c1}``: the input columns); ``kind``: how the tile
+    encoder writes the merged IR (``i`` an int, ``t`` avg's (sum, count), ``h`` a sketch's
+    bytes, ``r`` an IR already in the core codec's bytes).
+    """
+
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    kind: str
+
+
+_INT = _Merge(("BIGINT",), ("SUM({c0})",), "i")  # counts: an int IR
+_MERGES: Final[dict[tuple[AggregationKind, ValueType | None], _Merge]] = {
+    (AggregationKind.SUM, ValueType.INT64): _Merge(("BIGINT",), (_SUM_EXACT,), "i"),
+    (AggregationKind.MIN, ValueType.INT64): _Merge(("BIGINT",), ("MIN({c0})",), "i"),
+    (AggregationKind.MAX, ValueType.INT64): _Merge(("BIGINT",), ("MAX({c0})",), "i"),
+    (AggregationKind.AVG, ValueType.INT64): _Merge(("BIGINT", "BIGINT"), (_SUM_EXACT, "SUM({c1})"), "t"),
 }
-_COUNT_PARTS: Final = ("SUM({c})",)  # count of events or of non-null values: an int IR
 # count_distinct: the one-event sketch's single sparse entry, merged by jobs/jvm HllSketch
-_SKETCH: Final = "fstore_hll({c})"
+_SKETCH = _Merge(("BIGINT",), ("fstore_hll({c0})",), "h")
 
 
-def _parts(definition: Definition) -> tuple[str, ...] | None:
+def _last(n: int) -> _Merge:
+    """last (n = 0) / last_n(n): the value's order key and the one-event IR's item in codec
+    bytes, kept by jobs/jvm LastN in the core's (event time, value) order."""
+    return _Merge(("BYTES", "BYTES"), (f"fstore_last({n}, t, {{c0}}, {{c1}})",), "r")
+
+
+def _merge(definition: Definition) -> _Merge | None:
     agg = definition.aggregator
     if agg.kind is AggregationKind.COUNT:
-        return _COUNT_PARTS
+        return _INT
     if agg.kind is AggregationKind.COUNT_DISTINCT:
         # HllSketch is built for the default precision only
-        return (_SKETCH,) if agg.init().p == DEFAULT_PRECISION else None
-    return _PARTS.get((agg.kind, agg.input_type))
+        return _SKETCH if agg.init().p == DEFAULT_PRECISION else None
+    if agg.kind is AggregationKind.LAST:
+        return _last(0)
+    if agg.kind is AggregationKind.LAST_N:
+        n: int = cast(Any, agg).n
+        return _last(n)
+    return _MERGES.get((agg.kind, agg.input_type))
 
 
 def sql_ineligible(view: FeatureView, aggregator: ViewAggregator) -> str | None:
     """Why the view's tiles cannot be merged in SQL, or ``None`` when they can."""
-    if LIFETIME_GRANULARITY_MS in view.granularities_ms:
-        return "it has a lifetime window"
     for d in aggregator.definitions:
-        if _parts(d) is None:
+        if _merge(d) is None:
             kind = d.aggregator.kind.value
             typed = f" of {d.aggregator.input_type.value}" if d.aggregator.input_type else ""
-            return f"its {kind}{typed} IR is not an integer SQL can merge"
+            return f"the JVM does not merge its {kind}{typed} IR exactly"
     return None
 
 
 @dataclass(frozen=True, slots=True)
 class _Def:
     definition: Definition
-    first_column: int  # index of its first part among the part columns
-    parts: tuple[str, ...]
+    merge: _Merge
+    first_input: int  # index of its first input among the routed row's p columns
+    first_output: int  # index of its first output among the query's a columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,23 +134,28 @@ class SourceTilesSql:
         source = registry.source(source_name)
         views = [v for v in registry.views if v.source == source_name]
         self._views: dict[int, _View] = {}
-        column = 0
+        inputs = outputs = 0
+        input_types: list[str] = []
         for index in view_indices:
             tiles = ViewTiles(views[index], source)
             defs = []
             for d in tiles.aggregator.definitions:
-                parts = _parts(d)
-                if parts is None:
+                merge = _merge(d)
+                if merge is None:
                     raise ValueError(
                         f"view {views[index].name!r}: {sql_ineligible(views[index], tiles.aggregator)}"
                     )
-                defs.append(_Def(d, column, parts))
-                column += len(parts)
+                defs.append(_Def(d, merge, inputs, outputs))
+                inputs += len(merge.inputs)
+                outputs += len(merge.outputs)
+                input_types.extend(merge.inputs)
             self._views[index] = _View(index, tiles, tuple(defs), insert_cql(keyspace, views[index]))
-        self.part_count = column
+        self.input_count = inputs
+        self.output_count = outputs
+        self.input_types: tuple[str, ...] = tuple(input_types)
         # where each definition's newest event time sits in a query row
-        lasts = len(self.TILE_FIXED) + column
-        self._last_at = {d.first_column: lasts + n for n, d in enumerate(self._all_defs)}
+        lasts = len(self.TILE_FIXED) + outputs
+        self._last_at = {d.first_output: lasts + n for n, d in enumerate(self._all_defs)}
 
     @property
     def view_indices(self) -> tuple[int, ...]:
@@ -131,13 +163,15 @@ class SourceTilesSql:
 
     @property
     def routed_columns(self) -> tuple[str, ...]:
-        """Names of :meth:`route`'s row (types: INT, STRING, BIGINT, then BIGINT parts)."""
-        return (*self.ROUTED_FIXED, *(f"p{k}" for k in range(self.part_count)))
+        """Names of :meth:`route`'s row (types: INT, STRING, BIGINT, then :attr:`input_types`)."""
+        return (*self.ROUTED_FIXED, *(f"p{k}" for k in range(self.input_count)))
 
     @property
-    def retention_ms(self) -> int:
-        """How long a tile's SQL state must live: the longest tile retention of these views."""
-        return max(r for v in self._views.values() for r in v.tiles.retention_ms.values() if r is not None)
+    def retention_ms(self) -> int | None:
+        """How long a windowed tile's SQL state must live: the longest tile retention of these
+        views (``None``: only lifetime tiles, kept forever)."""
+        retentions = [r for v in self._views.values() for r in v.tiles.retention_ms.values() if r is not None]
+        return max(retentions) if retentions else None
 
     # --- per event (Python, stateless) ------------------------------------------------------
 
@@ -147,7 +181,7 @@ class SourceTilesSql:
         view = self._views[index]
         t = routed.event_time_ms
         fields = routed.fields
-        row: list[Any] = [None] * (3 + self.part_count)
+        row: list[Any] = [None] * (3 + self.input_count)
         accepted = False
         for d in view.defs:
             predicate, field, agg, _ = d.definition
@@ -159,12 +193,17 @@ class SourceTilesSql:
                 if value is None:
                     continue
             ir = agg.add(agg.init(), value, t)
-            if d.parts[0] == _SKETCH:
-                row[3 + d.first_column] = ir.packed_entries()[0]
-            elif len(d.parts) == 1:
-                row[3 + d.first_column] = ir
-            else:
-                row[3 + d.first_column : 3 + d.first_column + len(d.parts)] = ir
+            at = 3 + d.first_input
+            kind = d.merge.kind
+            if kind == "i":
+                row[at] = ir
+            elif kind == "t":
+                row[at], row[at + 1] = ir
+            elif kind == "h":
+                row[at] = ir.packed_entries()[0]
+            else:  # last: ir is (t, value); last_n: ((t, value),)
+                item = ir if agg.kind is AggregationKind.LAST else ir[0]
+                row[at], row[at + 1] = order_key(value, agg.input_type), codec.encode_value(item)
             accepted = True
         if not accepted:
             return None
@@ -174,70 +213,90 @@ class SourceTilesSql:
     # --- the JVM merge --------------------------------------------------------------------------
 
     def sql(self, routed_table: str) -> str:
-        """The query merging ``routed_table`` (rows of :meth:`route`) into absolute tiles."""
-        by_g: dict[int, list[tuple[_View, _Def]]] = {}
+        """The query merging ``routed_table`` (rows of :meth:`route`) into absolute tiles.
+
+        Windowed tiles and lifetime tiles merge in two aggregations: the windowed one's state
+        expires (``STATE_TTL``) after the longest tile retention, the lifetime one's never.
+        """
+        by_g: dict[int, list[_Def]] = {}
         for view in self._views.values():
             grans = view.tiles.aggregator.granularities_ms
             for d in view.defs:
                 for gi, _ in d.definition.targets:
                     entries = by_g.setdefault(grans[gi], [])
-                    if (view, d) not in entries:
-                        entries.append((view, d))
-        parts = [f"p{k}" for k in range(self.part_count)]
-        selects = []
-        for g, entries in sorted(by_g.items()):
-            live = {d.first_column + i for _, d in entries for i in range(len(d.parts))}
-            columns = ", ".join(
-                p if k in live else f"CAST(NULL AS BIGINT) AS {p}" for k, p in enumerate(parts)
-            )
-            accepted = " OR ".join(f"p{d.first_column} IS NOT NULL" for _, d in entries)
-            views = ", ".join(str(i) for i in sorted({v.index for v, _ in entries}))
-            # floor to the tile like the core's tile_start (t - t % g, also below zero); every
-            # name and number here comes from the registry's compiled views, never from events
-            start = f"t - MOD(MOD(t, {g}) + {g}, {g})"
-            selects.append(
-                f"SELECT vi, entity, CAST({g} AS BIGINT) AS g, {start} AS tile_start, t, {columns} "  # noqa: S608
-                f"FROM {routed_table} WHERE vi IN ({views}) AND ({accepted})"
-            )
-        aggregates = []
+                    if d not in entries:
+                        entries.append(d)
+        windowed = [self._select(routed_table, g, defs) for g, defs in sorted(by_g.items()) if g]
+        lifetime = [self._select(routed_table, 0, by_g[0])] if 0 in by_g else []
+        outputs = []
         lasts = []
-        for view in self._views.values():
-            for d in view.defs:
-                for i, template in enumerate(d.parts):
-                    aggregates.append(
-                        template.format(c=f"p{d.first_column + i}") + f" AS a{d.first_column + i}"
-                    )
-                lasts.append(f"MAX(CASE WHEN p{d.first_column} IS NOT NULL THEN t END) AS l{d.first_column}")
-        union = "\nUNION ALL\n".join(selects)
-        return (
-            "SELECT vi, entity, g, tile_start, COUNT(*) AS version, "
-            + ", ".join([*aggregates, *lasts])
-            + f"\nFROM (\n{union}\n)\nGROUP BY vi, entity, g, tile_start"
+        for d in self._all_defs:
+            columns = {f"c{i}": f"p{d.first_input + i}" for i in range(len(d.merge.inputs))}
+            for i, template in enumerate(d.merge.outputs):
+                outputs.append(template.format(**columns) + f" AS a{d.first_output + i}")
+            lasts.append(f"MAX(CASE WHEN p{d.first_input} IS NOT NULL THEN t END) AS l{d.first_output}")
+        head = "SELECT {hint}vi, entity, g, tile_start, COUNT(*) AS version, " + ", ".join([*outputs, *lasts])
+        queries = []
+        if windowed:
+            hint = f"/*+ STATE_TTL('w' = '{self.retention_ms} ms') */ "
+            union = "\nUNION ALL\n".join(windowed)
+            queries.append(
+                head.format(hint=hint) + f"\nFROM (\n{union}\n) AS w\nGROUP BY vi, entity, g, tile_start"
+            )
+        if lifetime:
+            queries.append(
+                head.format(hint="") + f"\nFROM (\n{lifetime[0]}\n) AS l\nGROUP BY vi, entity, g, tile_start"
+            )
+        return "\nUNION ALL\n".join(queries)
+
+    def _select(self, routed_table: str, g: int, defs: list[_Def]) -> str:
+        """The routed rows of the definitions with tiles of granularity ``g``, each with its tile."""
+        live = {d.first_input + i for d in defs for i in range(len(d.merge.inputs))}
+        columns = ", ".join(
+            f"p{k}" if k in live else f"CAST(NULL AS {sql_type}) AS p{k}"
+            for k, sql_type in enumerate(self.input_types)
         )
+        accepted = " OR ".join(f"p{d.first_input} IS NOT NULL" for d in defs)
+        views = ", ".join(str(v.index) for v in self._views.values() if any(d in v.defs for d in defs))
+        # floor to the tile like the core's tile_start (t - t % g, also below zero); lifetime
+        # tiles are (0, 0). Every name and number here comes from the registry's compiled views.
+        start = f"t - MOD(MOD(t, {g}) + {g}, {g})" if g else "CAST(0 AS BIGINT)"
+        return (
+            f"SELECT vi, entity, CAST({g} AS BIGINT) AS g, {start} AS tile_start, t, {columns} "  # noqa: S608
+            f"FROM {routed_table} WHERE vi IN ({views}) AND ({accepted})"
+        )
+
+    def _output_columns(self, kind: str, position: int = 0) -> frozenset[str]:
+        return frozenset(f"a{d.first_output + position}" for d in self._all_defs if d.merge.kind == kind)
 
     @property
     def exact_sum_columns(self) -> frozenset[str]:
-        """The query's columns holding integer sums as DECIMAL(38, 0) (all others are BIGINT)."""
+        """The query's columns holding integer sums as DECIMAL(38, 0)."""
         return frozenset(
-            f"a{d.first_column + i}"
+            f"a{d.first_output + i}"
             for d in self._all_defs
-            for i, template in enumerate(d.parts)
+            for i, template in enumerate(d.merge.outputs)
             if template == _SUM_EXACT
         )
 
     @property
     def sketch_columns(self) -> frozenset[str]:
         """The query's columns holding count_distinct sketches (BYTES, HyperLogLog.to_bytes)."""
-        return frozenset(f"a{d.first_column}" for d in self._all_defs if d.parts[0] == _SKETCH)
+        return self._output_columns("h")
+
+    @property
+    def codec_columns(self) -> frozenset[str]:
+        """The query's columns holding last / last_n IRs in the core codec's bytes."""
+        return self._output_columns("r")
 
     @property
     def tile_columns(self) -> tuple[str, ...]:
         """Names of the query's rows, in order."""
-        aggregates = [f"a{k}" for k in range(self.part_count)]
-        lasts = [f"l{d.first_column}" for v in self._views.values() for d in v.defs]
-        return (*self.TILE_FIXED, *aggregates, *lasts)
+        outputs = [f"a{k}" for k in range(self.output_count)]
+        lasts = [f"l{d.first_output}" for d in self._all_defs]
+        return (*self.TILE_FIXED, *outputs, *lasts)
 
-    # --- per changed tile (Python, stateless) --------------------------------------------------
+    # --- per changed tile: the Python reference of the JVM's encoding -----------------------
 
     def tile_state(self, row: Sequence[Any]) -> tuple[_View, int, int, TileState]:
         """The query row as (view, granularity, tile start, tile state)."""
@@ -247,15 +306,19 @@ class SourceTilesSql:
         gi = agg.granularities_ms.index(g)
         state = agg.new_tile(g)
         for d in view.defs:
-            last = row[self._last_at[d.first_column]]
+            last = row[self._last_at[d.first_output]]
             if last is None:
                 continue
+            at = len(self.TILE_FIXED) + d.first_output
             ir: Any
-            if d.parts[0] == _SKETCH:
-                ir = HyperLogLog.from_bytes(row[5 + d.first_column])
+            if d.merge.kind == "h":
+                ir = HyperLogLog.from_bytes(row[at])
+            elif d.merge.kind == "r":
+                ir = codec.decode_value(row[at])
+            elif d.merge.kind == "t":
+                ir = (_int(row[at]), _int(row[at + 1]))
             else:
-                values = [_int(row[5 + d.first_column + i]) for i in range(len(d.parts))]
-                ir = values[0] if len(values) == 1 else tuple(values)
+                ir = _int(row[at])
             for tgi, si in d.definition.targets:
                 if tgi == gi:
                     state.irs[si] = ir
@@ -263,8 +326,8 @@ class SourceTilesSql:
         return view, g, start, state
 
     def encode(self, row: Sequence[Any], now_ms: int) -> tuple[Any, ...]:
-        """The sink's row for a query row: (insert CQL, entity key, view, g, start, payload,
-        TTL s, write timestamp µs)."""
+        """What the JVM writes for a query row: (insert CQL, entity key, view, g, start, payload,
+        TTL s, write timestamp µs), the payload by the core's ``ViewAggregator.encode``."""
         view, g, start, state = self.tile_state(row)
         tile = (g, start)
         payload = view.tiles.aggregator.encode(g, state)
@@ -281,27 +344,26 @@ class SourceTilesSql:
 
     # --- per changed tile (JVM): the rows the sink writes ------------------------------------
 
-    def _slots(self, view: _View, g: int) -> list[tuple[str, int, _Def]]:
-        """(kind, slot id, definition) of the tile's slots in the layout's order: ``i`` one
-        int IR, ``t`` avg's (sum, count), ``h`` a sketch."""
+    def _slots(self, view: _View, g: int) -> list[tuple[int, _Def]]:
+        """(slot id, definition) of the tile's slots in the layout's order."""
         agg = view.tiles.aggregator
         gi = agg.granularities_ms.index(g)
         feeding = {si: d for d in view.defs for tgi, si in d.definition.targets if tgi == gi}
-        return [(_kind(feeding[si]), sid, feeding[si]) for si, sid in enumerate(agg.slot_ids(g))]
+        return [(sid, feeding[si]) for si, sid in enumerate(agg.slot_ids(g))]
 
     def encoder_input(
         self, row: Sequence[Any]
     ) -> tuple[str, list[int], list[Any], list[Any], list[Any], list[Any]]:
         """What the JVM encoder (``fstore_tile``) gets for a query row: kinds, slot ids, newest
-        event times, first and second int IR parts and sketches (``None`` where absent)."""
-        view = self._views[row[0]]
-        slots = self._slots(view, row[2])
-        kinds = "".join(k for k, _, _ in slots)
-        lasts = [row[self._last_at[d.first_column]] for _, _, d in slots]
-        firsts = [row[5 + d.first_column] if k != "h" else None for k, _, d in slots]
-        seconds = [row[6 + d.first_column] if k == "t" else None for k, _, d in slots]
-        sketches = [row[5 + d.first_column] if k == "h" else None for k, _, d in slots]
-        return kinds, [sid for _, sid, _ in slots], lasts, firsts, seconds, sketches
+        event times, first and second int IR parts and byte IRs (``None`` where absent)."""
+        slots = self._slots(self._views[row[0]], row[2])
+        at = len(self.TILE_FIXED)
+        kinds = "".join(d.merge.kind for _, d in slots)
+        lasts = [row[self._last_at[d.first_output]] for _, d in slots]
+        firsts = [row[at + d.first_output] if d.merge.kind in "it" else None for _, d in slots]
+        seconds = [row[at + d.first_output + 1] if d.merge.kind == "t" else None for _, d in slots]
+        raws = [row[at + d.first_output] if d.merge.kind in "hr" else None for _, d in slots]
+        return kinds, [sid for sid, _ in slots], lasts, firsts, seconds, raws
 
     def write_sql(self, routed_table: str, encoder: str = "fstore_tile") -> str:
         """The query whose rows the JVM sink writes: (insert CQL, entity key, view, g, tile
@@ -313,33 +375,38 @@ class SourceTilesSql:
         for view in self._views.values():
             for g in view.tiles.aggregator.granularities_ms:
                 slots = self._slots(view, g)
-                kinds = "".join(k for k, _, _ in slots)
-                sids = ", ".join(f"CAST({sid} AS BIGINT)" for _, sid, _ in slots)
-                lasts = ", ".join(f"l{d.first_column}" for _, _, d in slots)
+                kinds = "".join(d.merge.kind for _, d in slots)
+                sids = ", ".join(f"CAST({sid} AS BIGINT)" for sid, _ in slots)
+                lasts = ", ".join(f"l{d.first_output}" for _, d in slots)
                 firsts = ", ".join(
-                    f"CAST(a{d.first_column} AS DECIMAL(38, 0))"
-                    if k != "h"
+                    f"CAST(a{d.first_output} AS DECIMAL(38, 0))"
+                    if d.merge.kind in "it"
                     else "CAST(NULL AS DECIMAL(38, 0))"
-                    for k, _, d in slots
+                    for _, d in slots
                 )
                 seconds = ", ".join(
-                    f"CAST(a{d.first_column + 1} AS BIGINT)" if k == "t" else "CAST(NULL AS BIGINT)"
-                    for k, _, d in slots
+                    f"CAST(a{d.first_output + 1} AS BIGINT)"
+                    if d.merge.kind == "t"
+                    else "CAST(NULL AS BIGINT)"
+                    for _, d in slots
                 )
-                sketches = ", ".join(
-                    f"a{d.first_column}" if k == "h" else "CAST(NULL AS BYTES)" for k, _, d in slots
+                raws = ", ".join(
+                    f"a{d.first_output}" if d.merge.kind in "hr" else "CAST(NULL AS BYTES)" for _, d in slots
                 )
                 when = f"WHEN vi = {view.index} AND g = {g}"
                 payloads.append(
                     f"{when} THEN {encoder}('{kinds}', ARRAY[{sids}], ARRAY[{lasts}], ARRAY[{firsts}], "
-                    f"ARRAY[{seconds}], ARRAY[{sketches}])"
+                    f"ARRAY[{seconds}], ARRAY[{raws}])"
                 )
-                expiries.append(f"{when} THEN CAST({view.tiles.retention_ms[g]} AS BIGINT)")
+                retention = view.tiles.retention_ms[g]
+                if retention is not None:
+                    expiries.append(f"{when} THEN CAST({retention} AS BIGINT)")
+        # lifetime tiles: no expiry (NULL), so no TTL
+        expires = f"tile_start + CASE {' '.join(expiries)} END" if expiries else "CAST(NULL AS BIGINT)"
         return (
             f"SELECT CASE vi {cql} END AS insert_cql, ENCODE(entity, 'UTF-8') AS entity_key, "
             f"CASE vi {names} END AS feature_view, g AS granularity_ms, tile_start AS tile_start_ms, "
-            f"CASE {' '.join(payloads)} END AS payload, "
-            f"tile_start + CASE {' '.join(expiries)} END AS expires_ms, "
+            f"CASE {' '.join(payloads)} END AS payload, {expires} AS expires_ms, "
             "tile_start * 1000 + version AS timestamp_us\n"
             f"FROM (\n{self.sql(routed_table)}\n)"
         )
@@ -347,12 +414,6 @@ class SourceTilesSql:
     @property
     def _all_defs(self) -> list[_Def]:  # in the query's column order
         return [d for v in self._views.values() for d in v.defs]
-
-
-def _kind(d: _Def) -> str:
-    if d.parts[0] == _SKETCH:
-        return "h"
-    return "t" if len(d.parts) == 2 else "i"
 
 
 def _text(value: str) -> str:

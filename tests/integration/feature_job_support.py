@@ -141,8 +141,8 @@ def job_command(iso: Isolated, *extra: str) -> list[str]:
     ]
 
 
-def run_bounded(iso: Isolated, *sources: str) -> None:
-    args = [a for s in sources for a in ("--source", s)]
+def run_bounded(iso: Isolated, *sources: str, extra: tuple[str, ...] = ()) -> None:
+    args = [*extra, *(a for s in sources for a in ("--source", s))]
     proc = subprocess.run(
         [*job_command(iso, *args), "--bounded", "--checkpoint-interval-ms", "0"],
         capture_output=True,

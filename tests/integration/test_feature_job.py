@@ -73,31 +73,30 @@ def consume_all(iso: Isolated, topic: str, expected: int) -> list[bytes]:
     return consume(_S(), topic, expected)  # type: ignore[arg-type]
 
 
-def test_sql_and_python_paths_in_one_job_both_store_the_recomputed_tiles(iso: Isolated) -> None:
-    """match_request's views (counts, count_distinct) merge in SQL; video_call_end's (lifetime,
-    last, last_n) fold in Python: one bounded job, every tile equal to the core's recompute."""
+@pytest.mark.parametrize("sql_tiles", [True, False], ids=["sql-path", "python-path"])
+def test_every_view_of_two_sources_stores_the_recomputed_tiles(stack: Stack, sql_tiles: bool) -> None:
+    """match_request (counts, count_distinct) and video_call_end (lifetime windows, int sums,
+    min/max/avg, last, last_n, count_distinct): one bounded job, every tile equal to the core's
+    recompute, whether the views merge in SQL (the default) or fold in the Python keyed path."""
     from feature_store.events.generator import EventKind, GeneratorConfig, generate  # noqa: PLC0415
     from feature_store.stream.feature_job import sql_view_indices  # noqa: PLC0415
 
-    assert sql_view_indices(iso.registry, "match_request") == [0, 1]
-    assert sql_view_indices(iso.registry, "video_call_end") == []
-    sources = {"match_request", "video_call_end"}
+    iso = isolated_registry(f"jobp{uuid.uuid4().hex[:10]}", stack.kafka_bootstrap, stack.cassandra_port)
+    sources = ("match_request", "video_call_end")
+    assert all(sql_view_indices(iso.registry, s) == [0, 1] for s in sources)
     now = int(time.time() * 1000)
     config = GeneratorConfig(seed=3, rate=8.0, start_ms=now - 3_000_000, users=300)
-    events = [
-        ev
-        for ev in generate(iso.registry, config, max_events=30_000)
-        if ev.kind is EventKind.VALID and ev.source in sources
-    ]
+    records: dict[str, list[dict[str, Any]]] = {s: [] for s in sources}
+    for ev in generate(iso.registry, config, max_events=30_000):
+        if ev.kind is EventKind.VALID and ev.source in records and ev.record is not None:
+            records[ev.source].append(ev.record)
     for name in sources:
-        records = [ev.record for ev in events if ev.source == name and ev.record is not None]
-        produce(iso.bootstrap, iso.source(name), records, key_field="user_id")
+        produce(iso.bootstrap, iso.source(name), records[name], key_field="user_id")
 
-    run_bounded(iso, *sorted(sources))
+    run_bounded(iso, *sources, extra=() if sql_tiles else ("--no-sql-tiles",))
 
     for name in sources:
-        records = [ev.record for ev in events if ev.source == name and ev.record is not None]
         for view in iso.registry.views_of_source(name):
-            want = expected_tiles(iso.registry, view.name, records)
+            want = expected_tiles(iso.registry, view.name, records[name])
             assert len(want) > 20
             assert stored_tiles(iso, view.name, want.keys()) == want, view.name

@@ -4,6 +4,8 @@
   sketches and empty slots, encoded by the JVM and by :meth:`SourceTilesSql.encode` (the core's
   ``ViewAggregator.encode``) must agree byte for byte, or tiles written by the SQL path would
   read differently from the Python path's.
+* ``LastN``: keeping the newest entries of random (event time, value) streams, with ties on
+  time, must give the core ``last`` / ``last_n`` IRs in codec bytes.
 * ``HllSketch``: merging the one-event sketches of random value sets (a handful up to past the
   sparse limit, where the sketch turns dense) must give :meth:`HyperLogLog.to_bytes`.
 
@@ -14,13 +16,15 @@ from __future__ import annotations
 
 import random
 import subprocess
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from feature_store.core.aggregators import aggregator_for
+from feature_store.core import codec
+from feature_store.core.aggregators import aggregator_for, order_key
 from feature_store.core.model import AggregationKind, ValueType
 from feature_store.core.sketch import HyperLogLog, sparse_limit
 from feature_store.stack.layout import Layout
@@ -68,10 +72,15 @@ def random_sketch(rng: random.Random) -> bytes:
 
 
 def random_row(rng: random.Random, plan: SourceTilesSql, vi: int, g: int) -> list[Any]:
-    row: list[Any] = [vi, f"u{rng.randrange(9)}", g, T0 - T0 % g, rng.randrange(1, 1000)]
-    for name in plan.tile_columns[5 : 5 + plan.part_count]:
+    row: list[Any] = [vi, f"u{rng.randrange(9)}", g, T0 - T0 % g if g else 0, rng.randrange(1, 1000)]
+    for name in plan.tile_columns[5 : 5 + plan.output_count]:
         if name in plan.sketch_columns:
             row.append(random_sketch(rng))
+        elif name in plan.codec_columns:  # a last / last_n IR in codec bytes
+            items = tuple(
+                (T0 - rng.randrange(HOUR), f"k{rng.randrange(5)}") for _ in range(rng.randrange(1, 4))
+            )
+            row.append(codec.encode_value(items if rng.random() < 0.5 else items[0]))
         elif name in plan.exact_sum_columns and rng.random() < 0.2:  # past int64, within DECIMAL(38)
             row.append(Decimal(rng.choice([1, -1]) * rng.randrange(2**63, 10**38)))
         else:
@@ -83,7 +92,7 @@ def random_row(rng: random.Random, plan: SourceTilesSql, vi: int, g: int) -> lis
 
 def test_the_jvm_tile_encoder_writes_the_core_codecs_bytes(tmp_path: Path) -> None:
     registry = registry_at(tmp_path, VIEWS)
-    indices = [index_of(registry, n) for n in ("v_ints", "v_peer", "v_distinct")]
+    indices = [index_of(registry, n) for n in ("v_ints", "v_peer", "v_distinct", "v_last")]
     plan = SourceTilesSql(registry, "ev", "ks", indices)
     rng = random.Random(11)
     rows: list[list[Any]] = []
@@ -96,7 +105,7 @@ def test_the_jvm_tile_encoder_writes_the_core_codecs_bytes(tmp_path: Path) -> No
 
     want = [plan.encode(row, now_ms=T0)[5].hex() for row in rows]
     assert len(rows) > 300
-    assert any("h" in plan.encoder_input(r)[0] for r in rows)
+    assert all(any(k in plan.encoder_input(r)[0] for r in rows) for k in "ithr")
     assert got == want
 
 
@@ -123,3 +132,35 @@ def test_the_jvm_sketch_merge_gives_the_core_sketchs_bytes() -> None:
         want.append(sketch.to_bytes().hex())
 
     assert run_harness("HllSketch", lines) == want
+
+
+@pytest.mark.parametrize("input_type", [ValueType.INT64, ValueType.STRING, ValueType.BOOL, ValueType.FLOAT64])
+def test_the_jvm_last_n_keeps_the_core_last_and_last_n_irs(input_type: ValueType) -> None:
+    rng = random.Random(input_type.value)
+    values: Callable[[], object] = {
+        ValueType.INT64: lambda: (
+            rng.randrange(-(2**62), 2**62) if rng.random() < 0.5 else rng.randrange(-3, 3)
+        ),
+        ValueType.STRING: lambda: rng.choice(["", "a", "ab", "b", "é", "\u4e2d", "zz"]),
+        ValueType.BOOL: lambda: rng.random() < 0.5,
+        ValueType.FLOAT64: lambda: rng.choice([-0.0, 0.0, 1.5, -2.25, float("inf"), float("-inf"), 3e300]),
+    }[input_type]
+    lines: list[str] = []
+    want: list[str] = []
+    for n in (0, 1, 3):
+        kind = AggregationKind.LAST if n == 0 else AggregationKind.LAST_N
+        agg = aggregator_for(kind, input_type, n or None)
+        for size in (0, 1, 2, 7, 40):
+            events = [(1000 + rng.randrange(4), values()) for _ in range(size)]  # many ties on time
+            ir = agg.init()
+            entries = []
+            for t, v in events:
+                ir = agg.add(ir, v, t)
+                one = agg.add(agg.init(), v, t)
+                item = one if n == 0 else one[0]
+                entries.append(f"{t}:{order_key(v, input_type).hex()}:{codec.encode_value(item).hex()}")
+            rng.shuffle(entries)  # arrival order must not matter
+            lines.append(f"{n};{','.join(entries)}")
+            want.append("-" if not events else codec.encode_value(ir).hex())
+
+    assert run_harness("LastN", lines) == want

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from feature_store.core.aggregators import Aggregator, aggregator_for, fold
+from feature_store.core.aggregators import Aggregator, aggregator_for, fold, order_key
 from feature_store.core.codec import encode_value
 from feature_store.core.model import AggregationKind, ValueType
 from feature_store.core.sketch import HyperLogLog
@@ -177,3 +177,26 @@ def test_aggregator_for_validates_inputs() -> None:
         aggregator_for(K.LAST_N, V.INT64)
     with pytest.raises(ValueError, match="N >= 1"):
         aggregator_for(K.LAST_N, V.INT64, last_n=0)
+
+
+@pytest.mark.parametrize(
+    ("input_type", "values"),
+    [
+        (ValueType.INT64, [-(2**63), -5, -1, 0, 1, 7, 2**62, 2**63 - 1]),
+        (ValueType.FLOAT64, [float("-inf"), -2.5, -0.0, 0.0, 1e-300, 3.0, float("inf"), float("nan")]),
+        (ValueType.STRING, ["", "a", "ab", "b", "z", "é", "\u4e2d", "\U0001f600"]),
+        (ValueType.BOOL, [False, True]),
+        (ValueType.BYTES, [b"", b"\x00", b"\x00\x01", b"\x7f", b"\x80", b"\xff"]),
+    ],
+)
+def test_order_key_bytes_sort_as_last_breaks_ties(input_type: ValueType, values: list[Any]) -> None:
+    """Unsigned byte order of order_key is the value order of last's ties (what the JVM compares)."""
+    agg = aggregator_for(AggregationKind.LAST, input_type, None)
+    shuffled = random.Random(1).sample(values, len(values))
+    by_key = sorted(shuffled, key=lambda v: order_key(v, input_type))
+    # the value last keeps among events at one time is the largest; fold pairs in both orders
+    for i, a in enumerate(by_key):
+        for b in by_key[i + 1 :]:
+            want = encode_value((5, b))  # bytes: NaN compares unequal to itself
+            assert encode_value(agg.add(agg.add(agg.init(), a, 5), b, 5)) == want
+            assert encode_value(agg.add(agg.add(agg.init(), b, 5), a, 5)) == want

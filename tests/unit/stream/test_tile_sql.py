@@ -41,6 +41,8 @@ feature_views:
         windows: [{length: 1h, granularity: 5m}]
       - {name: n_max, aggregation: max, field: n, windows: [{length: 30m, granularity: 5m}]}
       - {name: n_avg, aggregation: avg, field: n, windows: [{length: 2h, granularity: 1h}]}
+      - {name: all_events, aggregation: count}
+      - {name: n_max_all, aggregation: max, field: n, where: flag}
   - name: v_peer
     entity: user
     source: ev
@@ -66,6 +68,9 @@ feature_views:
     source: ev
     features:
       - {name: last_n, aggregation: last, field: n, windows: [{length: 2h, granularity: 1h}]}
+      - {name: last_kind, aggregation: last, field: kind}
+      - {name: recent, aggregation: last_n, n: 3, field: kind, windows: [{length: 1h, granularity: 5m}]}
+      - {name: recent_flags, aggregation: last_n, n: 2, field: flag}
   - name: v_floats
     entity: user
     source: ev
@@ -97,7 +102,7 @@ def aggregator(registry: Registry, index: int) -> ViewAggregator:
     return ViewAggregator(view, {f.name: f.type for f in registry.source("ev").fields})
 
 
-def test_only_views_of_irs_the_jvm_merges_without_lifetime_windows_are_merged_in_sql(
+def test_only_views_whose_every_ir_the_jvm_merges_exactly_are_merged_in_sql(
     registry: Registry,
 ) -> None:
     def why(name: str) -> str | None:
@@ -107,9 +112,9 @@ def test_only_views_of_irs_the_jvm_merges_without_lifetime_windows_are_merged_in
     assert why("v_ints") is None
     assert why("v_peer") is None
     assert why("v_distinct") is None
-    assert why("v_python") == "it has a lifetime window"
-    assert why("v_last") == "its last of int64 IR is not an integer SQL can merge"
-    assert why("v_floats") == "its max of float64 IR is not an integer SQL can merge"
+    assert why("v_last") is None
+    assert why("v_python") == "the JVM does not merge its sum of float64 IR exactly"
+    assert why("v_floats") == "the JVM does not merge its max of float64 IR exactly"
     with pytest.raises(ValueError, match="v_python"):
         SourceTilesSql(registry, "ev", "ks", [index_of(registry, "v_python")])
 
@@ -168,7 +173,7 @@ def test_the_sql_merge_of_one_event_irs_gives_the_tiles_of_the_core_fold(registr
         vi, version = tile[0], tile[4]
         assert view_name == views[vi].name
         assert insert.startswith(f"INSERT INTO ks.{views[vi].table} ")
-        assert ttl >= 1
+        assert ttl >= 1 if g else ttl == 0  # lifetime tiles never expire
         assert timestamp_us == start * 1000 + version
         got[(vi, entity_key.decode(), (g, start))] = (version, payload)
 
@@ -190,9 +195,9 @@ def test_an_exact_sum_past_int64_reaches_the_tile_whole(registry: Registry) -> N
     plan = SourceTilesSql(registry, "ev", "ks", [ints])
     row: list[object] = [ints, "u1", HOUR, T0, 2] + [None] * (len(plan.tile_columns) - 5)
     huge = Decimal("12345678901234567890123")
-    sum_column = plan.tile_columns.index("a3")  # n_sum: the fourth definition's only part
-    row[sum_column] = huge
-    row[plan.tile_columns.index("l3")] = T0 + 5
+    [sum_column] = [c for c in plan.exact_sum_columns if c != "a6"]  # n_sum (a6: n_avg's sum)
+    row[plan.tile_columns.index(sum_column)] = huge
+    row[plan.tile_columns.index("l" + sum_column[1:])] = T0 + 5
 
     _, g, _, state = plan.tile_state(row)
 

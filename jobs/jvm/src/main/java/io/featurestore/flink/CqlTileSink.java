@@ -35,7 +35,7 @@ import org.apache.flink.types.RowKind;
  * {@code insert_cql}): {@code (insert_cql STRING, entity_key BYTES, feature_view STRING,
  * granularity_ms BIGINT, tile_start_ms BIGINT, payload BYTES, expires_ms BIGINT, timestamp_us
  * BIGINT)}. The TTL is counted at write time from {@code expires_ms} (the tile's start plus its
- * retention) as the Python path's {@code ViewTiles.ttl_seconds} does.
+ * retention; null for lifetime tiles) as the Python path's {@code ViewTiles.ttl_seconds} does.
  */
 public final class CqlTileSink implements Sink<Row> {
   private static final long serialVersionUID = 1L;
@@ -136,8 +136,14 @@ public final class CqlTileSink implements Sink<Row> {
               });
     }
 
-    /** Seconds until the tile stops mattering (at least 1), as ViewTiles.ttl_seconds. */
-    static int ttlSeconds(long expiresMs, long nowMs) {
+    /**
+     * Seconds until the tile stops mattering (at least 1; 0, no TTL, for lifetime tiles, which
+     * never expire), as ViewTiles.ttl_seconds.
+     */
+    static int ttlSeconds(Long expiresMs, long nowMs) {
+      if (expiresMs == null) {
+        return 0;
+      }
       return (int) Math.max(1, Math.floorDiv(expiresMs - nowMs, 1000L) + 1);
     }
 

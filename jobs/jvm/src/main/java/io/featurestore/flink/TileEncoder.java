@@ -14,13 +14,14 @@ import org.apache.flink.table.functions.ScalarFunction;
  * Encodes a tile of the SQL path in the tile format of feature_store/core/codec.py (format
  * version 1), byte for byte: the SQL path's tiles are written without a Python call per tile.
  * Only the IRs the SQL path produces are covered: an int (tag 3, zigzag varint of any size), a
- * pair of ints (tag 7, count 2) and a sketch (tag 8, the bytes of {@link HllSketch}); slots
- * without an event (null {@code last}) are omitted, as {@code ViewAggregator.encode} does.
+ * pair of ints (tag 7, count 2), a sketch (tag 8, the bytes of {@link HllSketch}) and an IR
+ * already in codec bytes ({@link LastN}'s); slots without an event (null {@code last}) are
+ * omitted, as {@code ViewAggregator.encode} does.
  *
  * <p>{@code kinds} has one character per slot in the layout's slot order: {@code i} (one int:
- * {@code first}), {@code t} (the pair {@code (first, second)}: avg's sum and count) or {@code h}
- * (a sketch: {@code sketches}). {@link #main} encodes lines from stdin, for the test that
- * compares these bytes with the Python codec.
+ * {@code first}), {@code t} (the pair {@code (first, second)}: avg's sum and count), {@code h}
+ * (a sketch: {@code raws}) or {@code r} (codec bytes: {@code raws}). {@link #main} encodes
+ * lines from stdin, for the test that compares these bytes with the Python codec.
  */
 public final class TileEncoder extends ScalarFunction {
   private static final long serialVersionUID = 1L;
@@ -36,8 +37,8 @@ public final class TileEncoder extends ScalarFunction {
       @DataTypeHint("ARRAY<BIGINT>") Long[] lasts,
       @DataTypeHint("ARRAY<DECIMAL(38, 0)>") BigDecimal[] first,
       @DataTypeHint("ARRAY<BIGINT>") Long[] second,
-      @DataTypeHint("ARRAY<BYTES>") byte[][] sketches) {
-    return encode(kinds, slotIds, lasts, first, second, sketches);
+      @DataTypeHint("ARRAY<BYTES>") byte[][] raws) {
+    return encode(kinds, slotIds, lasts, first, second, raws);
   }
 
   static byte[] encode(
@@ -46,7 +47,7 @@ public final class TileEncoder extends ScalarFunction {
       Long[] lasts,
       BigDecimal[] first,
       Long[] second,
-      byte[][] sketches) {
+      byte[][] raws) {
     Bytes out = new Bytes(16 + 12 * kinds.length());
     out.put(FORMAT_VERSION);
     int entries = 0;
@@ -69,16 +70,19 @@ public final class TileEncoder extends ScalarFunction {
       out.put((int) sid);
       out.putInt(BigInteger.valueOf(last).subtract(BigInteger.valueOf(previous)));
       previous = last;
-      if (kinds.charAt(i) == 'h') {
-        out.put(TAG_SKETCH);
-        out.putUvarint(sketches[i].length);
-        for (byte b : sketches[i]) {
+      char kind = kinds.charAt(i);
+      if (kind == 'h' || kind == 'r') {
+        if (kind == 'h') {
+          out.put(TAG_SKETCH);
+          out.putUvarint(raws[i].length);
+        }
+        for (byte b : raws[i]) {
           out.put(b);
         }
         continue;
       }
       BigInteger value = first[i] == null ? BigInteger.ZERO : first[i].toBigIntegerExact();
-      if (kinds.charAt(i) == 't') {
+      if (kind == 't') {
         out.put(TAG_TUPLE);
         out.putUvarint(2);
         out.put(TAG_INT);
@@ -144,8 +148,8 @@ public final class TileEncoder extends ScalarFunction {
   }
 
   /**
-   * Test harness: each stdin line {@code kinds;sids;lasts;firsts;seconds;sketches}
-   * (comma-separated, {@code -} for null, sketches in hex) gives one hex line on stdout.
+   * Test harness: each stdin line {@code kinds;sids;lasts;firsts;seconds;raws}
+   * (comma-separated, {@code -} for null, raws in hex) gives one hex line on stdout.
    */
   public static void main(String[] args) throws IOException {
     BufferedReader in =
@@ -163,25 +167,17 @@ public final class TileEncoder extends ScalarFunction {
       for (int i = 0; i < n; i++) {
         firsts[i] = items[i].equals("-") ? null : new BigDecimal(items[i]);
       }
-      byte[][] sketches = new byte[n][];
+      byte[][] raws = new byte[n][];
       String[] hexes = parts[5].split(",", -1);
       for (int i = 0; i < n; i++) {
-        sketches[i] = hexes[i].equals("-") ? null : unhex(hexes[i]);
+        raws[i] = hexes[i].equals("-") ? null : LastN.unhex(hexes[i]);
       }
-      for (byte b : encode(kinds, sids, lasts, firsts, seconds, sketches)) {
+      for (byte b : encode(kinds, sids, lasts, firsts, seconds, raws)) {
         out.append(Character.forDigit((b >> 4) & 0xF, 16)).append(Character.forDigit(b & 0xF, 16));
       }
       out.append('\n');
     }
     System.out.print(out);
-  }
-
-  private static byte[] unhex(String hex) {
-    byte[] out = new byte[hex.length() / 2];
-    for (int i = 0; i < out.length; i++) {
-      out[i] = (byte) Integer.parseInt(hex.substring(2 * i, 2 * i + 2), 16);
-    }
-    return out;
   }
 
   private static Long[] longs(String text, int n) {
