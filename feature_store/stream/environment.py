@@ -67,6 +67,9 @@ def create_environment(settings: FlinkSettings) -> StreamExecutionEnvironment:
     conf.set_string("taskmanager.memory.process.size", os.environ.get("FSTORE_FLINK_TM_MEMORY", "1536m"))
     conf.set_string("rest.bind-address", "127.0.0.1")
     conf.set_string("rest.address", "127.0.0.1")
+    # chained operators hand records over without a deep copy (a tenth of the JVM's time on the
+    # SQL path otherwise); no operator of the job keeps a reference to a record it was given
+    conf.set_string("pipeline.object-reuse", "true")
     if settings.checkpoint_interval_ms:
         conf.set_string("execution.checkpointing.interval", f"{settings.checkpoint_interval_ms}ms")
         conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")

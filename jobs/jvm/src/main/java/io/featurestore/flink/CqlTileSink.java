@@ -113,13 +113,15 @@ public final class CqlTileSink implements Sink<Row> {
         insert = session.prepare(cql);
         prepared.put(cql, insert);
       }
+      // the driver sends the values later from its own thread: copy the arrays, since with
+      // object reuse nothing promises a record's fields outlive this call
       BoundStatement bound =
           insert.bind(
-              ByteBuffer.wrap((byte[]) row.getField(1)),
+              ByteBuffer.wrap(((byte[]) row.getField(1)).clone()),
               row.getField(2),
               row.getField(3),
               row.getField(4),
-              ByteBuffer.wrap((byte[]) row.getField(5)),
+              ByteBuffer.wrap(((byte[]) row.getField(5)).clone()),
               ttlSeconds((Long) row.getField(6), System.currentTimeMillis()),
               row.getField(7));
       permits.acquire();
