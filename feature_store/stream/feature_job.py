@@ -174,7 +174,9 @@ def build(config: JobConfig) -> Any:
             self.seen += 1
             if self.seen >= 1024:
                 self._report()
-            result = self.router.route(bytes(row[0]), row[1], row[2], ctx.timer_service().current_watermark())
+            # the watermark is a JVM call: asked only for an event that may be too late
+            watermark = ctx.timer_service().current_watermark
+            result = self.router.route(bytes(row[0]), row[1], row[2], watermark)
             if isinstance(result, DeadLetter):
                 self.dlq_counters[result.reason].inc()
                 yield dlq_tag, _dlq_bytes(result, self.router.source.topic)

@@ -10,7 +10,7 @@ replay after recovery rewrites identical cells and never lets an older state win
 from __future__ import annotations
 
 import struct
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple, Protocol
 
 from feature_store.adapters.avro_wire import DeadLetterReason, DecodeError, WireDecoder
@@ -72,7 +72,11 @@ class EventRouter:
         )
 
     def route(
-        self, payload: bytes, partition: int, offset: int, watermark_ms: int = NO_WATERMARK
+        self,
+        payload: bytes,
+        partition: int,
+        offset: int,
+        watermark_ms: int | Callable[[], int] = NO_WATERMARK,
     ) -> list[Routed] | DeadLetter:
         """Route one record; a too-late event is dead-lettered once here (with the original
         bytes), before it fans out to views.
@@ -83,6 +87,9 @@ class EventRouter:
         records of it, so right after a start or a restore the records of one partition can
         push the watermark past another partition's unread, in-order records, which would then
         be judged late. An event is late only against what its own partition already showed.
+
+        ``watermark_ms`` may be a function returning it: it is only asked for an event behind
+        its partition's newest by more than the lateness (in the job it is a call into the JVM).
         """
         try:
             event = self._decoder.decode(payload)
@@ -100,7 +107,11 @@ class EventRouter:
         newest = self._newest.get(partition)
         if newest is None or event_time > newest:
             self._newest[partition] = event_time
-        elif event_time < min(watermark_ms, newest) - self._lateness_ms:
+        elif (
+            event_time < newest - self._lateness_ms
+            and event_time
+            < (watermark_ms := watermark_ms() if callable(watermark_ms) else watermark_ms) - self._lateness_ms
+        ):
             return DeadLetter(
                 DeadLetterReason.TOO_LATE,
                 f"event time {event_time} is more than {self._lateness_ms} ms behind the watermark "

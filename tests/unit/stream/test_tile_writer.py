@@ -78,6 +78,30 @@ def test_router_dead_letters_a_too_late_event_once_with_its_origin(registry: Reg
     assert not isinstance(on_time, DeadLetter)
 
 
+def test_the_watermark_is_asked_for_only_when_an_event_may_be_too_late(registry: Registry) -> None:
+    """In the job the watermark is a call into the JVM: in-order events must not pay for it."""
+    router = EventRouter(registry, "like")
+    lateness = registry.source("like").allowed_lateness_ms
+    asked: list[int] = []
+
+    def watermark() -> int:
+        asked.append(1)
+        return 10 * lateness
+
+    for offset, t in enumerate([1000, 2000, 1500, 2000 + lateness, 2000]):  # within the lateness
+        assert not isinstance(
+            router.route(like_bytes(registry, like(1, t)), 1, offset, watermark), DeadLetter
+        )
+    assert asked == []
+
+    late = router.route(like_bytes(registry, like(1, 1000)), 1, 9, watermark)
+
+    assert isinstance(late, DeadLetter)
+    assert late.reason is DeadLetterReason.TOO_LATE
+    assert asked == [1]
+    assert str(10 * lateness) in late.message
+
+
 def test_in_order_events_are_never_late_even_when_another_partition_ran_the_watermark_ahead(
     registry: Registry,
 ) -> None:
