@@ -200,7 +200,13 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     store = store_pid()
     store_cpu = proc_cpu_s(store) if store else None
     job = subprocess.Popen(
-        job_cmd(name, "--bounded", "--checkpoint-interval-ms", "0", *_source_args(args)),
+        job_cmd(
+            name,
+            "--bounded",
+            "--checkpoint-interval-ms",
+            str(args.checkpoint_interval_ms),
+            *_source_args(args),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -226,6 +232,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "sources": args.source or "all",
         "sql_tiles": args.sql_tiles,
         "flush_interval_ms": args.flush_interval_ms,
+        "checkpoint_interval_ms": args.checkpoint_interval_ms,
         "wall_s": round(wall, 1),
         "events_per_s_wall": round(sent / wall),
         "job_net_runtime_s": None if net_ms is None else round(net_ms / 1000, 1),
@@ -369,6 +376,7 @@ def main() -> None:
     t = sub.add_parser("throughput")
     t.add_argument("--events", type=int, default=200_000)
     t.add_argument("--source", action="append", help="only these sources (repeatable; default: all)")
+    t.add_argument("--checkpoint-interval-ms", type=int, default=0, help="0: checkpoints off")
     f = sub.add_parser("freshness")
     f.add_argument("--rate", type=float, default=5000)
     f.add_argument("--seconds", type=float, default=60)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,23 @@ from feature_store.stream.environment import FlinkSettings
 app = typer.Typer(help="Streaming feature jobs (PyFlink).", no_args_is_help=True)
 err = Console(stderr=True)
 out = Console()
+
+
+def checkpoint_uri(checkpoint_dir: Path | None, group_id: str) -> str | None:
+    """Where the job's checkpoints go: the option, $FSTORE_CHECKPOINT_DIR, else (a local run) the
+    stack's folder; ``None`` leaves it to the cluster's Flink configuration."""
+    if checkpoint_dir is not None:
+        return checkpoint_dir.resolve().as_uri()
+    configured = os.environ.get("FSTORE_CHECKPOINT_DIR")
+    if configured:
+        return configured
+    from feature_store.stack.layout import Layout  # noqa: PLC0415
+
+    try:
+        layout = Layout.default()
+    except RuntimeError:  # not in a checkout: the cluster's configuration decides
+        return None
+    return (layout.stack / "checkpoints" / group_id).resolve().as_uri()
 
 
 @app.command()
@@ -40,7 +58,13 @@ def run(
     parallelism: Annotated[int, typer.Option(min=1)] = 1,
     execution_mode: Annotated[str, typer.Option(help="PyFlink python.execution-mode.")] = "thread",
     checkpoint_interval_ms: Annotated[int, typer.Option(help="0 disables checkpoints.")] = 10_000,
-    checkpoint_dir: Annotated[Path | None, typer.Option(help="Where checkpoints are kept.")] = None,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where checkpoints are kept (default: $FSTORE_CHECKPOINT_DIR, else the local stack's "
+            ".stack/checkpoints/<group id>; Flink's in-memory default caps state at 5 MiB)."
+        ),
+    ] = None,
     restore_from: Annotated[str | None, typer.Option(help="A retained checkpoint or savepoint.")] = None,
     flush_interval_ms: Annotated[int, typer.Option(help="How often dirty tiles are written.")] = 250,
     idle_timeout_ms: Annotated[
@@ -76,7 +100,7 @@ def run(
         err.print(f"[red]unknown source(s): {', '.join(unknown)}[/]")
         raise typer.Exit(2)
     schemas = schema_registry_config(schema_registry, err)
-    ckpt = checkpoint_dir.resolve().as_uri() if checkpoint_dir else None
+    ckpt = checkpoint_uri(checkpoint_dir, group_id) if checkpoint_interval_ms else None
     config = JobConfig(
         registry=registry,
         sources=names,
