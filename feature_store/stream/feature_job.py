@@ -5,7 +5,7 @@ Per source::
     Kafka (raw bytes + partition/offset, Table API source; watermarks per partition)
       -> RouteEvents   decode (Confluent wire format), too late?, filter,        --> dead letters
                        fan out per view
-      views of integer IRs (tile_sql):
+      views whose IRs the JVM merges exactly (tile_sql):
          one-event IRs -> Flink SQL mini-batch GROUP BY (view, entity, tile): absolute tiles,
          encoded in the JVM (TileEncoder) -> CqlTileSink (async, waits for writes at
          checkpoints)
