@@ -168,12 +168,17 @@ def build(config: JobConfig) -> Any:
             self.events = group.counter("events_in")
             self.rate = group.meter("events_per_second", time_span_in_seconds=10)
             self.seen = 0
+            self.watermark_lag_ms = 0
+            group.gauge("watermark_lag_ms", lambda: self.watermark_lag_ms)
 
         def process_element(self, row: Any, ctx: Any) -> Iterator[Any]:
             assert self.router is not None
             self.seen += 1
             if self.seen >= 1024:
                 self._report()
+                # how far event time trails the wall clock, sampled with the other metrics
+                watermark = ctx.timer_service().current_watermark()
+                self.watermark_lag_ms = max(0, int(time.time() * 1000) - watermark)
             # the watermark is a JVM call: asked only for an event that may be too late
             watermark = ctx.timer_service().current_watermark
             result = self.router.route(bytes(row[0]), row[1], row[2], watermark)

@@ -17,19 +17,24 @@ import java.util.HashMap;
 import java.util.Map;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
 import org.apache.flink.api.connector.sink2.Sink;
 import org.apache.flink.api.connector.sink2.SinkWriter;
 import org.apache.flink.api.connector.sink2.WriterInitContext;
 import org.apache.flink.metrics.Counter;
+import org.apache.flink.metrics.Histogram;
+import org.apache.flink.metrics.MetricGroup;
+import org.apache.flink.runtime.metrics.DescriptiveStatisticsHistogram;
 import org.apache.flink.types.Row;
 import org.apache.flink.types.RowKind;
 
 /**
- * Writes encoded tiles to the CQL store: one bound INSERT per row, asynchronously, at most
+ * Writes encoded tiles to the CQL store: one bound, idempotent INSERT per row, asynchronously, at most
  * {@code concurrency} in flight per writer, and {@link TileWriter#flush} waits for every write
  * before a checkpoint (or the end of input) completes. A failed write fails the job, which
- * restarts from the last checkpoint and rewrites the same absolute, versioned cells.
+ * restarts from the last checkpoint and rewrites the same absolute, versioned cells. Metrics:
+ * {@code tiles_written}, {@code write_errors}, {@code write_ms} (a histogram of write latency).
  *
  * <p>Rows (the SQL path's changelog, upsert mode; the CQL text comes from the Python side's
  * {@code insert_cql}): {@code (insert_cql STRING, entity_key BYTES, feature_view STRING,
@@ -57,8 +62,7 @@ public final class CqlTileSink implements Sink<Row> {
 
   @Override
   public SinkWriter<Row> createWriter(WriterInitContext context) throws IOException {
-    Counter written = context.metricGroup().counter("tiles_written");
-    return new TileWriter(this, written);
+    return new TileWriter(this, context.metricGroup());
   }
 
   CqlSession connect() {
@@ -91,13 +95,22 @@ public final class CqlTileSink implements Sink<Row> {
     private final Semaphore permits;
     private final Map<String, PreparedStatement> prepared = new HashMap<>();
     private final AtomicReference<Throwable> failure = new AtomicReference<>();
+    // metrics: counted by the driver's threads, reported by the task thread
+    private final AtomicLong answered = new AtomicLong();
+    private final AtomicLong failed = new AtomicLong();
+    private long reportedAnswered;
+    private long reportedFailed;
     private final Counter written;
+    private final Counter errors;
+    private final Histogram latency;
 
-    TileWriter(CqlTileSink sink, Counter written) {
+    TileWriter(CqlTileSink sink, MetricGroup metrics) {
       this.session = sink.connect();
       this.concurrency = sink.concurrency;
       this.permits = new Semaphore(sink.concurrency);
-      this.written = written;
+      this.written = metrics.counter("tiles_written");
+      this.errors = metrics.counter("write_errors");
+      this.latency = metrics.histogram("write_ms", new DescriptiveStatisticsHistogram(1024));
     }
 
     @Override
@@ -124,18 +137,35 @@ public final class CqlTileSink implements Sink<Row> {
               ByteBuffer.wrap(((byte[]) row.getField(5)).clone()),
               ttlSeconds((Long) row.getField(6), System.currentTimeMillis()),
               row.getField(7));
+      // absolute, versioned cells: the driver may retry a write whose answer was lost
+      bound = bound.setIdempotent(true);
       permits.acquire();
+      long sent = System.nanoTime();
       session
           .executeAsync(bound)
           .whenComplete(
               (result, error) -> {
                 if (error != null) {
+                  failed.incrementAndGet();
                   failure.compareAndSet(null, error);
                 } else {
-                  written.inc();
+                  answered.incrementAndGet();
+                  synchronized (latency) {
+                    latency.update((System.nanoTime() - sent) / 1_000_000);
+                  }
                 }
                 permits.release();
               });
+      report();
+    }
+
+    private void report() {
+      long done = answered.get();
+      long bad = failed.get();
+      written.inc(done - reportedAnswered);
+      errors.inc(bad - reportedFailed);
+      reportedAnswered = done;
+      reportedFailed = bad;
     }
 
     /**
@@ -156,6 +186,7 @@ public final class CqlTileSink implements Sink<Row> {
         throw new InterruptedIOException("tile writes unanswered for 120 s");
       }
       permits.release(concurrency);
+      report();
       checkFailure();
     }
 
