@@ -75,8 +75,8 @@ class JobConfig:
     # mark a busy partition idle, let the watermark run ahead and dead-letter in-order events.
     idleness_ms: int = 0
     write_concurrency: int = 256  # tile writes in flight per operator
-    # merge the tiles of views with integer IRs in Flink SQL (tile_sql) instead of the Python
-    # keyed operator; False keeps every view on the Python path
+    # merge the tiles of every view whose IRs the JVM merges exactly in Flink SQL (tile_sql)
+    # instead of the Python keyed operator; False keeps every view on the Python path
     sql_tiles: bool = True
     bounded: bool = False  # stop at the offsets that exist at start (tests, backfills)
     schema_registry: SchemaRegistryConfig | None = None  # for schema ids the applied registry lacks
@@ -177,20 +177,19 @@ def build(config: JobConfig) -> Any:
             if self.seen >= 1024:
                 self._report()
                 # how far event time trails the wall clock, sampled with the other metrics
-                watermark = ctx.timer_service().current_watermark()
-                self.watermark_lag_ms = max(0, int(time.time() * 1000) - watermark)
+                now_watermark = ctx.timer_service().current_watermark()
+                self.watermark_lag_ms = max(0, int(time.time() * 1000) - now_watermark)
             # the watermark is a JVM call: asked only for an event that may be too late
-            watermark = ctx.timer_service().current_watermark
-            result = self.router.route(bytes(row[0]), row[1], row[2], watermark)
+            result = self.router.route(bytes(row[0]), row[1], row[2], ctx.timer_service().current_watermark)
             if isinstance(result, DeadLetter):
                 self.dlq_counters[result.reason].inc()
                 yield dlq_tag, _dlq_bytes(result, self.router.source.topic)
                 return
             for routed in result:
                 if self.plan is not None and split_key(routed.key)[0] in self.sql_views:
-                    row = self.plan.route(routed)
-                    if row is not None:
-                        yield Row(*row)
+                    irs = self.plan.route(routed)
+                    if irs is not None:
+                        yield Row(*irs)
                 else:
                     yield keyed_tag, routed
 
