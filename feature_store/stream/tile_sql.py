@@ -2,25 +2,30 @@
 
 The Python keyed operator that folds every event into keyed MapState is the job's bottleneck
 (a state put and a timer per event, see docs/benchmarks.md). For views whose every slot has an
-IR the JVM merges exactly (integers, distinct-count sketches), the per-event work splits instead:
+IR the JVM merges exactly (counts; int64 sums, min, max, avg; count_distinct; last; last_n; any
+window, lifetime included), the per-event work splits instead:
 
 * **Python, per event, stateless** (in the router): evaluate each definition's ``where`` and
   fold the event into a *one-event IR* with the core aggregator itself
-  (``aggregator.add(aggregator.init(), value, t)``), emitted as BIGINT columns.
+  (``aggregator.add(aggregator.init(), value, t)``), emitted as BIGINT / BYTES columns.
 * **JVM, Flink SQL mini-batch GROUP BY (view, entity, granularity, tile start)**: merge the
   one-event IRs with the SQL aggregate that *is* the core ``merge`` for that IR (``SUM`` of
   counts and integer sums, ``MIN``/``MAX`` of integers, both for ``avg``'s ``(sum, count)``;
   for ``count_distinct`` the one-event sketch's single sparse entry, merged by jobs/jvm
-  ``HllSketch``, the core sketch's merge and bytes), plus ``COUNT(*)`` as the tile's version
-  and ``MAX(t)`` per slot as its newest event. Its state is checkpointed, so each update is the
-  tile's absolute value.
+  ``HllSketch``, the core sketch's merge and bytes; for ``last`` / ``last_n`` the codec bytes of
+  the one-event item and the value's ``order_key``, kept newest first by jobs/jvm ``LastN``),
+  plus ``COUNT(*)`` as the tile's version and ``MAX(t)`` per slot as its newest event. Its
+  state is checkpointed, so each update is the tile's absolute value. Windowed tiles' state
+  expires after the longest tile retention (a ``STATE_TTL`` hint); lifetime tiles merge in an
+  aggregation of their own that keeps them for ever.
 * **JVM, per changed tile**: jobs/jvm ``TileEncoder`` writes the core codec's bytes for the
   tile (:meth:`SourceTilesSql.encode` is the Python reference, and tests hold the two
   byte-identical) and ``CqlTileSink`` writes it with ``USING TIMESTAMP`` (tile start, version)
   and ``USING TTL``, waiting for its writes before a checkpoint completes.
 
-Views with a lifetime window (SQL state expires with the tiles' retention), or with float,
-string, ``last`` or ``last_n`` slots, keep the Python keyed path.
+Views with float64 sums, averages, min or max (exact dyadic sums, totalOrder) or string
+min / max keep the Python keyed path. Integer sums merge as DECIMAL(38, 0): exact up to 38
+digits, where the core's Python ints are unbounded.
 
 Nothing here imports PyFlink: the per-event and per-tile steps are unit-tested against
 :meth:`ViewAggregator.update` and ``encode``.
@@ -43,7 +48,7 @@ from feature_store.core.model import (
     ValueType,
 )
 from feature_store.core.sketch import DEFAULT_PRECISION, HyperLogLog
-from feature_store.core.tiles import NO_EVENT, Definition, TileState, ViewAggregator
+from feature_store.core.tiles import Definition, TileState, ViewAggregator
 from feature_store.stream.tile_writer import Routed, ViewTiles, split_key, write_timestamp_us
 
 _SUM_EXACT: Final = "SUM(CAST({c0} AS DECIMAL(38, 0)))"  # the core's int sums are unbounded
@@ -427,4 +432,4 @@ def _int(value: Any) -> int:
     return int(value) if value is not None else 0
 
 
-__all__ = ["NO_EVENT", "SourceTilesSql", "sql_ineligible"]
+__all__ = ["SourceTilesSql", "sql_ineligible"]

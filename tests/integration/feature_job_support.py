@@ -75,16 +75,29 @@ def avro_schema(source: Source) -> Any:
 def produce(bootstrap: str, source: Source, records: Iterable[Mapping[str, Any]], key_field: str) -> int:
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
     schema, sid = avro_schema(source), schema_id(source)
+    failed: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:  # e.g. a timestamp too far ahead for the broker
+            failed.append(str(err))
+
     n = 0
     for record in records:
-        producer.produce(
-            source.topic,
-            key=str(record[key_field]).encode(),
-            value=encode(schema, sid, record),
-            timestamp=int(record[source.event_time_field]),
-        )
+        while True:
+            try:
+                producer.produce(
+                    source.topic,
+                    key=str(record[key_field]).encode(),
+                    value=encode(schema, sid, record),
+                    timestamp=int(record[source.event_time_field]),
+                    on_delivery=delivered,
+                )
+                break
+            except BufferError:
+                producer.poll(0.05)
         n += 1
     assert producer.flush(30) == 0
+    assert not failed, f"{len(failed)} records not delivered, e.g. {failed[:3]}"
     return n
 
 

@@ -35,9 +35,9 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def start_job(
-    iso: Isolated, checkpoints: Path, log: Path, restore: Path | None = None
+    iso: Isolated, checkpoints: Path, log: Path, restore: Path | None = None, source: str = "like"
 ) -> subprocess.Popen[bytes]:
-    extra = ["--source", "like", "--checkpoint-interval-ms", "1000", "--checkpoint-dir", str(checkpoints)]
+    extra = ["--source", source, "--checkpoint-interval-ms", "1000", "--checkpoint-dir", str(checkpoints)]
     if restore is not None:
         extra += ["--restore-from", restore.resolve().as_uri()]
     # each run's Flink log in its own folder, quoted when the test fails
@@ -86,26 +86,54 @@ def kill_9(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-def test_restart_from_checkpoint_after_kill_9_stores_exactly_the_ground_truth(
-    stack: Stack, tmp_path: Path
-) -> None:
-    iso = isolated_registry(f"rec{uuid.uuid4().hex[:10]}", stack.kafka_bootstrap, stack.cassandra_port)
-    source = iso.source("like")
-    now = int(time.time() * 1000)
-    # the second batch follows the first in event time: nothing is later than the allowed lateness
+def like_scenario(now: int) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """likes (counts only): the second batch follows the first in event time."""
     twenty_minutes = 1_200_000
     first = like_events(3000, seed=7, now_ms=now - twenty_minutes, span_ms=twenty_minutes)
     # enough that the job is still busy with them when it is killed (it merges ~5k/s here)
     second = like_events(40_000, seed=8, now_ms=now, span_ms=twenty_minutes)
-    want = expected_tiles(iso.registry, "user_likes_received", first + second)
+    return "like", first, second
+
+
+def video_call_scenario(now: int) -> tuple[str, list[dict[str, Any]], list[dict[str, Any]]]:
+    """video_call_end: lifetime windows, sums, avg, max, last, last_n and count_distinct, whose
+    JVM accumulators (sketches, newest entries) must come back from the checkpoint intact."""
+    from feature_store.core.model import Registry  # noqa: PLC0415
+    from feature_store.definitions.compiler import load_registry  # noqa: PLC0415
+    from feature_store.events.generator import EventKind, GeneratorConfig, generate  # noqa: PLC0415
+
+    registry: Registry = load_registry(Path(__file__).resolve().parents[2] / "registry")
+    # all in the past: the broker rejects records stamped more than an hour ahead
+    config = GeneratorConfig(seed=5, rate=60.0, start_ms=now - 3_400_000, users=400)
+    records = [
+        ev.record
+        for ev in generate(registry, config, max_events=200_000)
+        if ev.kind is EventKind.VALID and ev.source == "video_call_end" and ev.record is not None
+    ]
+    return "video_call_end", records[:3000], records[3000:]
+
+
+@pytest.mark.parametrize("scenario", [like_scenario, video_call_scenario], ids=["like", "video_call_end"])
+def test_restart_from_checkpoint_after_kill_9_stores_exactly_the_ground_truth(
+    stack: Stack, tmp_path: Path, scenario: Any
+) -> None:
+    iso = isolated_registry(f"rec{uuid.uuid4().hex[:10]}", stack.kafka_bootstrap, stack.cassandra_port)
+    name, first, second = scenario(int(time.time() * 1000))
+    source = iso.source(name)
+    views = [v.name for v in iso.registry.views_of_source(name)]
+    want = {v: expected_tiles(iso.registry, v, first + second) for v in views}
+    probe = next(iter(expected_tiles(iso.registry, views[0], first)))  # an entity of the first batch
     checkpoints, log = tmp_path / "checkpoints", tmp_path / "job.log"
     produce(iso.bootstrap, source, first, key_field="user_id")
 
-    job = start_job(iso, checkpoints, log)
+    def stored() -> dict[str, Any]:
+        return {v: stored_tiles(iso, v, want[v].keys()) for v in views}
+
+    job = start_job(iso, checkpoints, log, source=name)
     try:
         wait_for(lambda: latest_checkpoint(checkpoints) is not None, 180, "a completed checkpoint")
         wait_for(
-            lambda: any(stored_tiles(iso, "user_likes_received", [b"t0"]).values()),
+            lambda: any(stored_tiles(iso, views[0], [probe]).values()),
             120,
             "first tiles in the store",
         )
@@ -115,21 +143,18 @@ def test_restart_from_checkpoint_after_kill_9_stores_exactly_the_ground_truth(
         kill_9(job)
     # mid-stream: the store does not hold the final values yet (else a restart that ignored its
     # checkpoint could pass by leaving pre-crash cells alone)
-    assert stored_tiles(iso, "user_likes_received", want.keys()) != want
+    assert stored() != want
     restore = latest_checkpoint(checkpoints)
     assert restore is not None
 
-    job = start_job(iso, checkpoints, log, restore=restore)
+    job = start_job(iso, checkpoints, log, restore=restore, source=name)
     try:
-
-        def converged() -> bool:
-            return stored_tiles(iso, "user_likes_received", want.keys()) == want
-
         try:
-            wait_for(converged, 180, "the stored tiles to equal the ground truth")
+            wait_for(lambda: stored() == want, 180, "the stored tiles to equal the ground truth")
         except AssertionError:
-            got = stored_tiles(iso, "user_likes_received", want.keys())
+            got = stored()
+            diffs = "\n".join(f"{v}: {_difference(want[v], got[v])}" for v in views if got[v] != want[v])
             problems = _flink_problems(_flink_logs(log, restored=True))
-            raise AssertionError(f"{_difference(want, got)}\nrestored job's Flink log:\n{problems}") from None
+            raise AssertionError(f"{diffs}\nrestored job's Flink log:\n{problems}") from None
     finally:
         kill_9(job)
