@@ -42,6 +42,9 @@ def stack() -> Iterator[Stack]:
             services.start(layout, ports, name)
             started.append(name)
     yield Stack(layout, ports)
+    from tests.integration.feature_job_support import shutdown_clusters  # noqa: PLC0415
+
+    shutdown_clusters()
     if os.environ.get("FSTORE_KEEP_STACK") != "1":
         for name in reversed(started):
             services.stop(layout, name)

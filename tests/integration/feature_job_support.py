@@ -43,6 +43,16 @@ class Isolated:
         return self.registry.source(name)
 
 
+_CLUSTERS: list[Any] = []  # every driver cluster the helpers opened, shut down after the session
+
+
+def shutdown_clusters() -> None:
+    """Close what :func:`isolated_registry` opened (a driver's scheduler thread left running
+    at interpreter exit reports an error)."""
+    while _CLUSTERS:
+        _CLUSTERS.pop().shutdown()
+
+
 def isolated_registry(unique: str, bootstrap: str, cql_port: int) -> Isolated:
     base = load_registry(ROOT / "registry")
     sources = tuple(
@@ -54,6 +64,7 @@ def isolated_registry(unique: str, bootstrap: str, cql_port: int) -> Isolated:
     registry = dataclasses.replace(base, sources=sources)
     cql = CqlConfig(port=cql_port, keyspace=unique)
     cluster = make_cluster(cql)
+    _CLUSTERS.append(cluster)
     session = cluster.connect()
     store = CqlRegistryStore(session, cql, "default")
     result = apply_registry(
