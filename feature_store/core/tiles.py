@@ -260,10 +260,11 @@ class ViewAggregator:
                 steps.setdefault((gi, si), []).append((-1 if count is None else count, len(served)))
                 served.append(feature.served_name(window))
                 types.append(feature.value_type)
-        self._defs = tuple((p, f, a.add, tuple(t)) for p, f, a, t in defs.values())
         self.definitions: tuple[Definition, ...] = tuple(
             Definition(p, f, a, tuple(t)) for p, f, a, t in defs.values()
         )
+        # the per-event view of the same: ``add`` bound once
+        self._defs = tuple((d.predicate, d.field, d.aggregator.add, d.targets) for d in self.definitions)
         self._plans = tuple(
             (self._granularities[gi], si, self._layouts[gi].aggregators[si], tuple(sorted(st)))
             for (gi, si), st in steps.items()

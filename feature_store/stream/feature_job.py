@@ -185,13 +185,16 @@ def build(config: JobConfig) -> Any:
                 self.dlq_counters[result.reason].inc()
                 yield dlq_tag, _dlq_bytes(result, self.router.source.topic)
                 return
+            plan = self.plan
             for routed in result:
-                if self.plan is not None and split_key(routed.key)[0] in self.sql_views:
-                    irs = self.plan.route(routed)
-                    if irs is not None:
-                        yield Row(*irs)
-                else:
-                    yield keyed_tag, routed
+                if plan is not None:
+                    index, entity = split_key(routed.key)  # once per event and view
+                    if index in self.sql_views:
+                        irs = plan.route_split(index, entity, routed)
+                        if irs is not None:
+                            yield Row(*irs)
+                        continue
+                yield keyed_tag, routed
 
         def _report(self) -> None:
             # metric calls cross into the JVM: batch them (at most 1024 events behind)

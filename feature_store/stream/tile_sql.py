@@ -183,6 +183,10 @@ class SourceTilesSql:
     def route(self, routed: Routed) -> list[Any] | None:
         """The event's one-event IRs as a row, or ``None`` when no definition accepts it."""
         index, entity = split_key(routed.key)
+        return self.route_split(index, entity, routed)
+
+    def route_split(self, index: int, entity: str, routed: Routed) -> list[Any] | None:
+        """:meth:`route` for a caller that already split the routed key (the job's router)."""
         view = self._views[index]
         t = routed.event_time_ms
         fields = routed.fields
