@@ -6,19 +6,27 @@ import com.datastax.oss.driver.api.core.DefaultProtocolVersion;
 import com.datastax.oss.driver.api.core.config.DefaultDriverOption;
 import com.datastax.oss.driver.api.core.config.DriverConfigLoader;
 import com.datastax.oss.driver.api.core.config.ProgrammaticDriverConfigLoaderBuilder;
+import com.datastax.oss.driver.api.core.cql.BatchStatement;
+import com.datastax.oss.driver.api.core.cql.BatchableStatement;
 import com.datastax.oss.driver.api.core.cql.BoundStatement;
+import com.datastax.oss.driver.api.core.cql.DefaultBatchType;
 import com.datastax.oss.driver.api.core.cql.PreparedStatement;
+import com.datastax.oss.driver.api.core.cql.Statement;
 import java.io.IOException;
 import java.io.InterruptedIOException;
 import java.net.InetSocketAddress;
 import java.nio.ByteBuffer;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
 import java.util.concurrent.atomic.AtomicReference;
+import org.apache.flink.api.common.operators.ProcessingTimeService;
 import org.apache.flink.api.connector.sink2.Sink;
 import org.apache.flink.api.connector.sink2.SinkWriter;
 import org.apache.flink.api.connector.sink2.WriterInitContext;
@@ -30,11 +38,16 @@ import org.apache.flink.types.Row;
 import org.apache.flink.types.RowKind;
 
 /**
- * Writes encoded tiles to the CQL store: one bound, idempotent INSERT per row, asynchronously, at most
- * {@code concurrency} in flight per writer, and {@link TileWriter#flush} waits for every write
- * before a checkpoint (or the end of input) completes. A failed write fails the job, which
+ * Writes encoded tiles to the CQL store: bound, idempotent INSERTs, grouped by partition (the
+ * changed tiles of one entity in one table go out as one single-partition UNLOGGED batch, one
+ * mutation for the store instead of one per tile), asynchronously, at most {@code concurrency}
+ * requests in flight per writer. Rows wait until the input pauses for a tick (the end of a
+ * mini-batch's burst of changed tiles), at most {@link #MAX_LINGER_MS}, and {@link
+ * TileWriter#flush} sends what waits and then waits for every write before a checkpoint (or
+ * the end of input) completes. A failed write fails the job, which
  * restarts from the last checkpoint and rewrites the same absolute, versioned cells. Metrics:
- * {@code tiles_written}, {@code write_errors}, {@code write_ms} (a histogram of write latency).
+ * {@code tiles_written}, {@code write_requests}, {@code write_errors}, {@code write_ms} (a
+ * histogram of request latency).
  *
  * <p>Rows (the SQL path's changelog, upsert mode; the CQL text comes from the Python side's
  * {@code insert_cql}): {@code (insert_cql STRING, entity_key BYTES, feature_view STRING,
@@ -44,6 +57,12 @@ import org.apache.flink.types.RowKind;
  */
 public final class CqlTileSink implements Sink<Row> {
   private static final long serialVersionUID = 1L;
+  // rows of one partition go out as one UNLOGGED batch up to this many payload bytes (below
+  // Cassandra's batch_size_warn_threshold; ScyllaDB has the same knob), a bigger tile alone
+  static final int BATCH_BYTES = 4096;
+  static final int MAX_PENDING_ROWS = 4096;
+  static final long TICK_MS = 5;
+  static final long MAX_LINGER_MS = 50;
 
   private final String[] hosts;
   private final int port;
@@ -62,7 +81,7 @@ public final class CqlTileSink implements Sink<Row> {
 
   @Override
   public SinkWriter<Row> createWriter(WriterInitContext context) throws IOException {
-    return new TileWriter(this, context.metricGroup());
+    return new TileWriter(this, context.metricGroup(), context.getProcessingTimeService());
   }
 
   CqlSession connect() {
@@ -89,28 +108,51 @@ public final class CqlTileSink implements Sink<Row> {
     return builder.build();
   }
 
+
+  /** The rows waiting for one partition (one entity of one table). */
+  private record PartitionKey(PreparedStatement insert, ByteBuffer entity) {}
+
+  /** One tile of a partition. */
+  private record TileKey(String view, long granularityMs, long tileStartMs) {}
+
+  /** A tile's newest waiting write and its payload size. */
+  private record Waiting(BoundStatement insert, int bytes) {}
+
   static final class TileWriter implements SinkWriter<Row> {
     private final CqlSession session;
     private final int concurrency;
     private final Semaphore permits;
+    private final ProcessingTimeService time;
     private final Map<String, PreparedStatement> prepared = new HashMap<>();
+    // per partition, per tile: the newest write waiting (a newer version of a tile replaces the
+    // waiting one, whose cells it would overwrite anyway)
+    private final Map<PartitionKey, Map<TileKey, Waiting>> pending = new LinkedHashMap<>();
+    private int pendingRows;
+    private long pendingSinceMs;
+    private boolean quiet;
     private final AtomicReference<Throwable> failure = new AtomicReference<>();
     // metrics: counted by the driver's threads, reported by the task thread
     private final AtomicLong answered = new AtomicLong();
     private final AtomicLong failed = new AtomicLong();
+    private final AtomicLong requests = new AtomicLong();
     private long reportedAnswered;
     private long reportedFailed;
+    private long reportedRequests;
     private final Counter written;
     private final Counter errors;
+    private final Counter sent;
     private final Histogram latency;
 
-    TileWriter(CqlTileSink sink, MetricGroup metrics) {
+    TileWriter(CqlTileSink sink, MetricGroup metrics, ProcessingTimeService time) {
       this.session = sink.connect();
       this.concurrency = sink.concurrency;
       this.permits = new Semaphore(sink.concurrency);
+      this.time = time;
       this.written = metrics.counter("tiles_written");
       this.errors = metrics.counter("write_errors");
+      this.sent = metrics.counter("write_requests");
       this.latency = metrics.histogram("write_ms", new DescriptiveStatisticsHistogram(1024));
+      time.registerTimer(time.getCurrentProcessingTime() + TICK_MS, this::tick);
     }
 
     @Override
@@ -128,44 +170,105 @@ public final class CqlTileSink implements Sink<Row> {
       }
       // the driver sends the values later from its own thread: copy the arrays, since with
       // object reuse nothing promises a record's fields outlive this call
+      ByteBuffer entity = ByteBuffer.wrap(((byte[]) row.getField(1)).clone());
+      byte[] payload = ((byte[]) row.getField(5)).clone();
       BoundStatement bound =
           insert.bind(
-              ByteBuffer.wrap(((byte[]) row.getField(1)).clone()),
+              entity,
               row.getField(2),
               row.getField(3),
               row.getField(4),
-              ByteBuffer.wrap(((byte[]) row.getField(5)).clone()),
+              ByteBuffer.wrap(payload),
               ttlSeconds((Long) row.getField(6), System.currentTimeMillis()),
               row.getField(7));
+      Map<TileKey, Waiting> tiles =
+          pending.computeIfAbsent(new PartitionKey(insert, entity), k -> new LinkedHashMap<>());
+      TileKey tile =
+          new TileKey((String) row.getField(2), (Long) row.getField(3), (Long) row.getField(4));
+      if (tiles.put(tile, new Waiting(bound, payload.length)) == null && pendingRows++ == 0) {
+        pendingSinceMs = time.getCurrentProcessingTime();
+      }
+      quiet = false;
+      if (pendingRows >= MAX_PENDING_ROWS) {
+        drain();
+      }
+    }
+
+    /**
+     * Every {@link #TICK_MS}: send what waits once the input paused for a tick (a mini-batch's
+     * burst of changed tiles is over) or waited {@link #MAX_LINGER_MS}.
+     */
+    private void tick(long now) throws IOException, InterruptedException {
+      if (pendingRows > 0 && (quiet || now - pendingSinceMs >= MAX_LINGER_MS)) {
+        drain();
+      }
+      quiet = true;
+      report();
+      time.registerTimer(now + TICK_MS, this::tick);
+    }
+
+    /**
+     * Sends every waiting row: the rows of one partition as UNLOGGED batches (single-partition:
+     * one mutation each, applied atomically) of at most {@link #BATCH_BYTES} payload bytes, a
+     * bigger tile alone.
+     */
+    private void drain() throws InterruptedException {
+      for (Map<TileKey, Waiting> tiles : pending.values()) {
+        List<BatchableStatement<?>> batch = new ArrayList<>(tiles.size());
+        int bytes = 0;
+        for (Waiting tile : tiles.values()) {
+          if (!batch.isEmpty() && bytes + tile.bytes() > BATCH_BYTES) {
+            send(batch);
+            batch = new ArrayList<>();
+            bytes = 0;
+          }
+          batch.add(tile.insert());
+          bytes += tile.bytes();
+        }
+        send(batch);
+      }
+      pending.clear();
+      pendingRows = 0;
+    }
+
+    private void send(List<BatchableStatement<?>> rows) throws InterruptedException {
+      Statement<?> request =
+          rows.size() == 1
+              ? rows.get(0)
+              : BatchStatement.newInstance(DefaultBatchType.UNLOGGED, rows);
       // absolute, versioned cells: the driver may retry a write whose answer was lost
-      bound = bound.setIdempotent(true);
+      request = request.setIdempotent(true);
+      int count = rows.size();
       permits.acquire();
-      long sent = System.nanoTime();
+      long start = System.nanoTime();
       session
-          .executeAsync(bound)
+          .executeAsync(request)
           .whenComplete(
               (result, error) -> {
                 if (error != null) {
-                  failed.incrementAndGet();
+                  failed.addAndGet(count);
                   failure.compareAndSet(null, error);
                 } else {
-                  answered.incrementAndGet();
+                  answered.addAndGet(count);
+                  requests.incrementAndGet();
                   synchronized (latency) {
-                    latency.update((System.nanoTime() - sent) / 1_000_000);
+                    latency.update((System.nanoTime() - start) / 1_000_000);
                   }
                 }
                 permits.release();
               });
-      report();
     }
 
     private void report() {
       long done = answered.get();
       long bad = failed.get();
+      long asked = requests.get();
       written.inc(done - reportedAnswered);
       errors.inc(bad - reportedFailed);
+      sent.inc(asked - reportedRequests);
       reportedAnswered = done;
       reportedFailed = bad;
+      reportedRequests = asked;
     }
 
     /**
@@ -181,6 +284,7 @@ public final class CqlTileSink implements Sink<Row> {
 
     @Override
     public void flush(boolean endOfInput) throws IOException, InterruptedException {
+      drain();
       // every write sent so far is answered once all permits are back
       if (!permits.tryAcquire(concurrency, 120, TimeUnit.SECONDS)) {
         throw new InterruptedIOException("tile writes unanswered for 120 s");
