@@ -182,7 +182,8 @@ def store_pid() -> int | None:
 def _job_args(args: argparse.Namespace) -> list[str]:
     """The job's options a benchmark run varies."""
     sql = [] if args.sql_tiles else ["--no-sql-tiles"]
-    return [*sql, "--flush-interval-ms", str(args.flush_interval_ms)]
+    route = [] if args.jvm_route else ["--no-jvm-route"]
+    return [*sql, *route, "--flush-interval-ms", str(args.flush_interval_ms)]
 
 
 def _source_args(args: argparse.Namespace) -> list[str]:
@@ -231,6 +232,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "events": sent,
         "sources": args.source or "all",
         "sql_tiles": args.sql_tiles,
+        "jvm_route": args.jvm_route,
         "flush_interval_ms": args.flush_interval_ms,
         "checkpoint_interval_ms": args.checkpoint_interval_ms,
         "wall_s": round(wall, 1),
@@ -386,6 +388,12 @@ def main() -> None:
             dest="sql_tiles",
             action="store_false",
             help="every view on the Python keyed path (the job's --no-sql-tiles)",
+        )
+        p.add_argument(
+            "--no-jvm-route",
+            dest="jvm_route",
+            action="store_false",
+            help="route every record in Python (the job's --no-jvm-route)",
         )
         p.add_argument(
             "--flush-interval-ms",

@@ -74,6 +74,12 @@ def run(
         bool,
         typer.Option(help="Merge the tiles of integer-IR views in Flink SQL (off: all in Python)."),
     ] = True,
+    jvm_route: Annotated[
+        bool,
+        typer.Option(
+            help="Route a source's records in the JVM when all its views merge in SQL (off: in Python)."
+        ),
+    ] = True,
     schema_registry: SchemaRegistryUrl = None,
 ) -> None:
     """Run the feature job for the registry's sources on the local MiniCluster (or in a cluster)."""
@@ -111,6 +117,7 @@ def run(
         idleness_ms=idle_timeout_ms,
         bounded=bounded,
         sql_tiles=sql_tiles,
+        jvm_route=jvm_route,
         schema_registry=schemas,
         flink=FlinkSettings(
             parallelism=parallelism,

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import struct
 from collections.abc import Callable, Mapping
 from typing import Final, cast
 
@@ -46,9 +47,11 @@ Predicate = Callable[[Mapping[str, object]], bool]
 __all__ = [
     "Predicate",
     "PredicateError",
+    "PredicateTreeError",
     "canonical_predicate",
     "compile_predicate",
     "predicate_fields",
+    "predicate_tree",
 ]
 
 
@@ -418,3 +421,82 @@ def predicate_fields(text: str) -> frozenset[str]:
 def canonical_predicate(text: str) -> str:
     """A whitespace/spelling-independent form (``true`` -> ``True``...), for stable fingerprints."""
     return ast.unparse(_Parsed(text).body)
+
+
+class PredicateTreeError(ValueError):
+    """A valid predicate that :func:`predicate_tree` cannot express (e.g. a list-typed field)."""
+
+
+def predicate_tree(text: str, field_types: Mapping[str, ValueType]) -> dict[str, object]:
+    """The validated predicate as a JSON-able tree, for an evaluator outside Python (the job's
+    JVM router), with this module's semantics spelled out node by node:
+
+    * ``{"and": [..]}``, ``{"or": [..]}``, ``{"not": node}``, ``{"const": bool}``;
+    * ``{"flag": field}``: a bare boolean field, true only when the field is ``true``;
+    * ``{"null": field, "negate": bool}``: ``field == null`` (``negate``: ``!= null``);
+    * ``{"cmp": op, "left": operand, "right": operand}`` with ``op`` one of ``== != < <= > >=
+      in``, ``not in``: false when a field operand is null; numbers compare exactly across
+      int64 and float64, strings by code point, bytes unsigned;
+    * operands: ``{"field": name}``, ``{"value": literal}``, ``{"values": [literal, ...]}``;
+      a literal is ``{"int": n}`` (int64), ``{"float": bits}`` (the IEEE-754 bits as int64),
+      ``{"str": s}``, ``{"bytes": hex}`` or ``{"bool": b}``.
+
+    Raises :class:`PredicateError` for an invalid predicate and :class:`PredicateTreeError`
+    for one the tree does not cover (list-typed fields, integers beyond int64).
+    """
+    compile_predicate(text, field_types)  # validates and type-checks
+    return _tree(_Parsed(text).body, field_types)
+
+
+def _tree(node: ast.expr, types: Mapping[str, ValueType]) -> dict[str, object]:
+    if isinstance(node, ast.BoolOp):
+        return {"and" if isinstance(node.op, ast.And) else "or": [_tree(v, types) for v in node.values]}
+    if isinstance(node, ast.UnaryOp):  # only `not` survives validation
+        return {"not": _tree(node.operand, types)}
+    if isinstance(node, ast.Constant):
+        return {"const": bool(node.value)}
+    if isinstance(node, ast.Name):
+        return {"flag": node.id}
+    if isinstance(node, ast.Compare):
+        sides = [node.left, *node.comparators]
+        pairs = [_tree_pair(sides[i], op, sides[i + 1], types) for i, op in enumerate(node.ops)]
+        return pairs[0] if len(pairs) == 1 else {"and": pairs}
+    raise PredicateTreeError(f"unexpected node {ast.unparse(node)}")
+
+
+def _tree_pair(
+    left: ast.expr, op: ast.cmpop, right: ast.expr, types: Mapping[str, ValueType]
+) -> dict[str, object]:
+    is_null = [isinstance(s, ast.Constant) and s.value is None for s in (left, right)]
+    if any(is_null):
+        field = cast(ast.Name, right if is_null[0] else left)
+        return {"null": field.id, "negate": isinstance(op, ast.NotEq | ast.IsNot)}
+    return {
+        "cmp": _CMP_SOURCE[type(op)],
+        "left": _tree_operand(left, types),
+        "right": _tree_operand(right, types),
+    }
+
+
+def _tree_operand(node: ast.expr, types: Mapping[str, ValueType]) -> dict[str, object]:
+    if isinstance(node, ast.Name):
+        if types[node.id] in _LIST_CATEGORY:
+            raise PredicateTreeError(f"field {node.id!r} is a list")
+        return {"field": node.id}
+    if isinstance(node, ast.List | ast.Tuple):
+        return {"values": [_tree_literal(cast(ast.Constant, e).value) for e in node.elts]}
+    return {"value": _tree_literal(cast(ast.Constant, node).value)}
+
+
+def _tree_literal(value: object) -> dict[str, object]:
+    if isinstance(value, bool):
+        return {"bool": value}
+    if isinstance(value, int):
+        if not -(1 << 63) <= value < (1 << 63):
+            raise PredicateTreeError(f"integer {value} is beyond int64")
+        return {"int": value}
+    if isinstance(value, float):
+        return {"float": struct.unpack(">q", struct.pack(">d", value))[0]}
+    if isinstance(value, str):
+        return {"str": value}
+    return {"bytes": cast(bytes, value).hex()}

@@ -179,6 +179,7 @@ class Definition(NamedTuple):
     field: str | None
     aggregator: Aggregator[Any]
     targets: tuple[tuple[int, int], ...]
+    where: str | None = None  # the predicate's text
 
 
 class _Layout:
@@ -221,8 +222,10 @@ class ViewAggregator:
         self._layouts = [_Layout(g) for g in self._granularities]
         keys_by_id: dict[tuple[int, int], str] = {}
         predicates: dict[str, Predicate] = {}
-        # definition key -> (predicate, field, aggregator, targets)
-        defs: dict[str, tuple[Predicate | None, str | None, Aggregator[Any], list[tuple[int, int]]]] = {}
+        # definition key -> (predicate, field, aggregator, targets, where)
+        defs: dict[
+            str, tuple[Predicate | None, str | None, Aggregator[Any], list[tuple[int, int]], str | None]
+        ] = {}
         # (granularity index, slot index) -> [(tile count or -1 for lifetime, output index)]
         steps: dict[tuple[int, int], list[tuple[int, int]]] = {}
         served: list[str] = []
@@ -236,8 +239,8 @@ class ViewAggregator:
                     predicate = predicates.get(feature.where)
                     if predicate is None:
                         predicate = predicates[feature.where] = compile_predicate(feature.where, field_types)
-                defs[dkey] = (predicate, feature.input_field, feature_aggregator(feature), [])
-            _, _, aggregator, targets = defs[dkey]
+                defs[dkey] = (predicate, feature.input_field, feature_aggregator(feature), [], feature.where)
+            _, _, aggregator, targets, _ = defs[dkey]
             for window in feature.windows:
                 g = _granularity(window)
                 gi = gindex[g]
@@ -261,7 +264,7 @@ class ViewAggregator:
                 served.append(feature.served_name(window))
                 types.append(feature.value_type)
         self.definitions: tuple[Definition, ...] = tuple(
-            Definition(p, f, a, tuple(t)) for p, f, a, t in defs.values()
+            Definition(p, f, a, tuple(t), w) for p, f, a, t, w in defs.values()
         )
         # the per-event view of the same: ``add`` bound once
         self._defs = tuple((d.predicate, d.field, d.aggregator.add, d.targets) for d in self.definitions)

@@ -23,6 +23,7 @@ cells and loses none.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -40,6 +41,7 @@ from feature_store.adapters.schema_registry import SchemaRegistryClient, SchemaR
 from feature_store.core.model import Registry
 from feature_store.core.tiles import ViewAggregator
 from feature_store.stream.environment import FlinkSettings, create_environment
+from feature_store.stream.jvm_route import NotRoutable, route_plan
 from feature_store.stream.tile_sql import SourceTilesSql, sql_ineligible
 from feature_store.stream.tile_writer import (
     DeadLetter,
@@ -78,6 +80,9 @@ class JobConfig:
     # merge the tiles of every view whose IRs the JVM merges exactly in Flink SQL (tile_sql)
     # instead of the Python keyed operator; False keeps every view on the Python path
     sql_tiles: bool = True
+    # route a source in the JVM when every view of it merges in SQL (jvm_route); False keeps the
+    # Python router for every record
+    jvm_route: bool = True
     bounded: bool = False  # stop at the offsets that exist at start (tests, backfills)
     schema_registry: SchemaRegistryConfig | None = None  # for schema ids the applied registry lacks
     flink: FlinkSettings = field(default_factory=FlinkSettings)
@@ -154,8 +159,12 @@ def build(config: JobConfig) -> Any:
     plans = _sql_plans(config, t_env)
 
     class RouteEvents(ProcessFunction):  # type: ignore[misc]
-        def __init__(self, source_name: str) -> None:
+        """The Python router: of every record of the source, or (``behind_jvm``) of the records
+        the JVM router hands over, ``(value, partition, offset, newest event time)``."""
+
+        def __init__(self, source_name: str, behind_jvm: bool = False) -> None:
             self.source_name = source_name
+            self.behind_jvm = behind_jvm
             self.router: EventRouter | None = None
 
         def open(self, runtime_context: Any) -> None:
@@ -179,6 +188,8 @@ def build(config: JobConfig) -> Any:
                 # how far event time trails the wall clock, sampled with the other metrics
                 now_watermark = ctx.timer_service().current_watermark()
                 self.watermark_lag_ms = max(0, int(time.time() * 1000) - now_watermark)
+            if self.behind_jvm:  # the JVM router saw the partition's records first
+                self.router.observe(row[1], row[3])
             # the watermark is a JVM call: asked only for an event that may be too late
             result = self.router.route(bytes(row[0]), row[1], row[2], ctx.timer_service().current_watermark)
             if isinstance(result, DeadLetter):
@@ -437,6 +448,7 @@ def build(config: JobConfig) -> Any:
                 )"""
         )
         raw = t_env.to_data_stream(t_env.from_path(table))
+        jvm_plan = _jvm_route_plan(config, source_name, plan)
         if plan is None:  # no SQL path: the main output stays empty
             row_type = Types.ROW_NAMED(["vi"], [Types.INT()])
         else:
@@ -445,7 +457,15 @@ def build(config: JobConfig) -> Any:
                 list(plan.routed_columns),
                 [Types.INT(), Types.STRING(), Types.LONG(), *(sql_types[t] for t in plan.input_types)],
             )
-        routed = raw.process(RouteEvents(source_name), output_type=row_type).name(f"route-{source_name}")
+        if jvm_plan is None:
+            routed = raw.process(RouteEvents(source_name), output_type=row_type).name(f"route-{source_name}")
+            sql_rows, dead_letters = routed, routed.get_side_output(dlq_tag)
+        else:
+            routed, sql_rows, dead_letters = _routed_in_jvm(
+                raw, jvm_plan, row_type, RouteEvents(source_name, True)
+            )
+            sql_rows = sql_rows.union(routed)
+            dead_letters = dead_letters.union(routed.get_side_output(dlq_tag))
         if len(plan.view_indices if plan else ()) < len(registry.views_of_source(source_name)):
             (
                 routed.get_side_output(keyed_tag)
@@ -454,7 +474,7 @@ def build(config: JobConfig) -> Any:
                 .name(f"tiles-{source_name}")
             )
         if plan is not None:
-            t_env.create_temporary_view(f"routed_{source_name}", t_env.from_data_stream(routed))
+            t_env.create_temporary_view(f"routed_{source_name}", t_env.from_data_stream(sql_rows))
             tiles = t_env.sql_query(plan.write_sql(f"routed_{source_name}"))
             (
                 t_env.to_changelog_stream(tiles, changelog_mode=ChangelogMode.upsert())
@@ -473,8 +493,36 @@ def build(config: JobConfig) -> Any:
             .set_delivery_guarantee(DeliveryGuarantee.AT_LEAST_ONCE)
             .build()
         )
-        routed.get_side_output(dlq_tag).sink_to(dlq_sink).name(f"dlq-{source_name}")
+        dead_letters.sink_to(dlq_sink).name(f"dlq-{source_name}")
     return env
+
+
+def _jvm_route_plan(config: JobConfig, source_name: str, plan: SourceTilesSql | None) -> str | None:
+    """The JVM router's plan (JSON) for the source, or ``None``: the Python router routes it."""
+    if plan is None or not config.jvm_route:
+        return None
+    try:
+        return json.dumps(route_plan(config.registry, source_name, plan), separators=(",", ":"))
+    except NotRoutable as exc:
+        log.info("source %s: routed in Python (%s)", source_name, exc)
+        return None
+
+
+def _routed_in_jvm(raw: Any, plan_json: str, row_type: Any, python_router: Any) -> tuple[Any, Any, Any]:
+    """Route ``raw`` in the JVM (jobs/jvm EventRouter) by ``plan_json``; the records it hands over
+    go through ``python_router``. Returns (the Python router's stream, the JVM's routed rows,
+    the JVM's dead letters)."""
+    from pyflink.datastream import DataStream  # noqa: PLC0415
+    from pyflink.java_gateway import get_gateway  # noqa: PLC0415
+
+    router = get_gateway().jvm.io.featurestore.flink.EventRouter
+    j_raw = raw._j_data_stream  # noqa: SLF001 - PyFlink wraps no Java process function
+    j_routed = j_raw.process(router(plan_json), row_type.get_java_type_info())
+    name = python_router.source_name
+    j_routed.name(f"route-{name}")
+    handed_over = DataStream(j_routed.getSideOutput(router.fallbackTag()))
+    python_routed = handed_over.process(python_router, output_type=row_type).name(f"route-python-{name}")
+    return python_routed, DataStream(j_routed), DataStream(j_routed.getSideOutput(router.deadLetterTag()))
 
 
 def _tile_sink(config: JobConfig) -> Any:

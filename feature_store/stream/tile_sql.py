@@ -166,6 +166,10 @@ class SourceTilesSql:
     def view_indices(self) -> tuple[int, ...]:
         return tuple(self._views)
 
+    def definitions(self, index: int) -> tuple[_Def, ...]:
+        """The SQL-merged definitions of the view at ``index`` (the router fills their inputs)."""
+        return self._views[index].defs
+
     @property
     def routed_columns(self) -> tuple[str, ...]:
         """Names of :meth:`route`'s row (types: INT, STRING, BIGINT, then :attr:`input_types`)."""
@@ -193,7 +197,7 @@ class SourceTilesSql:
         row: list[Any] = [None] * (3 + self.input_count)
         accepted = False
         for d in view.defs:
-            predicate, field, agg, _ = d.definition
+            predicate, field, agg = d.definition[:3]
             if predicate is not None and not predicate(fields):
                 continue
             value = None

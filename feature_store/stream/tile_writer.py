@@ -71,6 +71,12 @@ class EventRouter:
             for index, view in enumerate(self.views)
         )
 
+    def observe(self, partition: int, newest_ms: int) -> None:
+        """Take the newest event time another router (the job's JVM router, which sees every
+        record of the partition first) has seen on ``partition``."""
+        if newest_ms > self._newest.get(partition, NO_WATERMARK):
+            self._newest[partition] = newest_ms
+
     def route(
         self,
         payload: bytes,

@@ -39,9 +39,9 @@ def run_harness(main_class: str, lines: list[str]) -> list[str]:
     import pyflink  # noqa: PLC0415
 
     flink_lib = Path(pyflink.__file__).parent / "lib"
-    jar = Layout.default().lib("flink-jobs") / "fstore-flink-jobs.jar"
+    jars = Layout.default().lib("flink-jobs")  # the job's jar and its runtime jars
     proc = subprocess.run(
-        ["java", "-cp", f"{jar}:{flink_lib}/*", f"io.featurestore.flink.{main_class}"],
+        ["java", "-cp", f"{jars}/*:{flink_lib}/*", f"io.featurestore.flink.{main_class}"],
         input="\n".join(lines) + "\n",
         capture_output=True,
         text=True,
