@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -90,7 +91,7 @@ def like_scenario(now: int) -> tuple[str, list[dict[str, Any]], list[dict[str, A
     """likes (counts only): the second batch follows the first in event time."""
     twenty_minutes = 1_200_000
     first = like_events(3000, seed=7, now_ms=now - twenty_minutes, span_ms=twenty_minutes)
-    # enough that the job is still busy with them when it is killed (it merges ~5k/s here)
+    # enough that they are still being produced when the job is killed
     second = like_events(40_000, seed=8, now_ms=now, span_ms=twenty_minutes)
     return "like", first, second
 
@@ -137,10 +138,15 @@ def test_restart_from_checkpoint_after_kill_9_stores_exactly_the_ground_truth(
             120,
             "first tiles in the store",
         )
-        produce(iso.bootstrap, source, second, key_field="user_id")
-        time.sleep(0.5)
+        # killed while the second batch is still being produced, so surely mid-stream
+        producer = threading.Thread(
+            target=produce, args=(iso.bootstrap, source, second), kwargs={"key_field": "user_id"}
+        )
+        producer.start()
+        time.sleep(0.3)
     finally:
         kill_9(job)
+    producer.join()
     # mid-stream: the store does not hold the final values yet (else a restart that ignored its
     # checkpoint could pass by leaving pre-crash cells alone)
     assert stored() != want

@@ -36,6 +36,8 @@ import org.apache.flink.metrics.MetricGroup;
 import org.apache.flink.runtime.metrics.DescriptiveStatisticsHistogram;
 import org.apache.flink.types.Row;
 import org.apache.flink.types.RowKind;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Writes encoded tiles to the CQL store: bound, idempotent INSERTs, grouped by partition (the
@@ -57,6 +59,7 @@ import org.apache.flink.types.RowKind;
  */
 public final class CqlTileSink implements Sink<Row> {
   private static final long serialVersionUID = 1L;
+  private static final Logger LOG = LoggerFactory.getLogger(CqlTileSink.class);
   // rows of one partition go out as one UNLOGGED batch up to this many payload bytes (below
   // Cassandra's batch_size_warn_threshold; ScyllaDB has the same knob), a bigger tile alone
   static final int BATCH_BYTES = 4096;
@@ -303,6 +306,11 @@ public final class CqlTileSink implements Sink<Row> {
 
     @Override
     public void close() throws Exception {
+      LOG.info(
+          "tile writer closing: {} tiles written in {} requests, {} failed",
+          answered.get(),
+          requests.get(),
+          failed.get());
       session.close();
     }
   }
