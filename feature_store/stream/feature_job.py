@@ -209,6 +209,9 @@ def build(config: JobConfig) -> Any:
 
         def _report(self) -> None:
             # metric calls cross into the JVM: batch them (at most 1024 events behind)
+            if self.behind_jvm:  # the JVM router counted these records already
+                self.seen = 0
+                return
             self.events.inc(self.seen)
             self.rate.mark_event(self.seen)
             self.seen = 0
