@@ -292,10 +292,12 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
 
     import fastavro  # noqa: PLC0415
 
-    from feature_store.adapters.avro_wire import _strip_logical_types, encode, schema_id  # noqa: PLC0415
+    from feature_store.adapters.avro_wire import encode, schema_id, strip_logical_types  # noqa: PLC0415
 
-    schema = fastavro.parse_schema(_strip_logical_types(json.loads(like.schema_json)))
+    schema = fastavro.parse_schema(strip_logical_types(json.loads(like.schema_json)))
     latencies: list[float] = []
+    timeline: list[tuple[float, float]] = []  # (seconds into the probing, ms)
+    warmup: list[float | None] = []  # probes during the warm-up under load, ms
     i = 0
     try:
         p = producer()
@@ -326,13 +328,22 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
                 raise SystemExit("the job did not start consuming within 240 s")
         loader = threading.Thread(target=load, daemon=True)
         loader.start()
-        time.sleep(5)
+        # the job's first seconds under load are its JIT warm-up (probes up to ~1.8 s there):
+        # measure the steady state, the one-off warm-up is reported apart
+        warm = time.monotonic() + args.warmup_s
+        while time.monotonic() < warm:
+            took = probe(f"warm-{name}-{i}", 30)
+            warmup.append(round(took, 1) if took is not None else None)
+            i += 1
+            time.sleep(0.2)
         deadline = time.monotonic() + args.seconds
         i = 0
         while time.monotonic() < deadline:
+            at = time.monotonic() - deadline + args.seconds
             took = probe(f"probe-{name}-{i}", 30)
             if took is not None:
                 latencies.append(took)
+                timeline.append((round(at, 2), round(took, 1)))
             i += 1
             time.sleep(0.2)
         load_window.append(time.monotonic())
@@ -354,7 +365,12 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "benchmark": "freshness",
         "setup": setup_text()
-        | {"background_rate": args.rate, "probe_interval_ms": 200, "flush_interval_ms": 250},
+        | {
+            "background_rate": args.rate,
+            "probe_interval_ms": 200,
+            "flush_interval_ms": args.flush_interval_ms,
+            "warmup_s": args.warmup_s,
+        },
         "background_rate_achieved": round(sent / (load_window[1] - load_window[0]))
         if len(load_window) > 1
         else None,
@@ -367,6 +383,10 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
         "p50_ms": round(statistics.median(latencies), 1) if latencies else None,
         "p99_ms": round(q[98], 1),
         "max_ms": round(max(latencies), 1) if latencies else None,
+        # the slowest probes and when they ran: clusters every checkpoint interval point at
+        # checkpoints, scattered ones at CPU contention
+        "slowest_probes_at_s_ms": sorted(timeline, key=lambda p: -p[1])[:8],
+        "warmup_max_ms": max((w for w in warmup if w is not None), default=None),
     }
 
 
@@ -382,6 +402,7 @@ def main() -> None:
     f = sub.add_parser("freshness")
     f.add_argument("--rate", type=float, default=5000)
     f.add_argument("--seconds", type=float, default=60)
+    f.add_argument("--warmup-s", type=float, default=30, help="load before the measured probes (JIT warm-up)")
     for p in (t, f):
         p.add_argument(
             "--no-sql-tiles",

@@ -52,11 +52,12 @@ def schema_id(source: Source) -> int:
     return int(source.schema_fingerprint, 16)
 
 
-def _strip_logical_types(schema: Any) -> Any:
+def strip_logical_types(schema: Any) -> Any:
+    """The schema without its ``logicalType`` annotations: values read as their physical types."""
     if isinstance(schema, dict):
-        return {k: _strip_logical_types(v) for k, v in schema.items() if k != "logicalType"}
+        return {k: strip_logical_types(v) for k, v in schema.items() if k != "logicalType"}
     if isinstance(schema, list):
-        return [_strip_logical_types(s) for s in schema]
+        return [strip_logical_types(s) for s in schema]
     return schema
 
 
@@ -92,7 +93,7 @@ class WireDecoder:
         self._source = source.name
         self._known: dict[int, _Known] = {}
         for s in all_sources:
-            parsed = fastavro.parse_schema(_strip_logical_types(json.loads(s.schema_json)))
+            parsed = fastavro.parse_schema(strip_logical_types(json.loads(s.schema_json)))
             self._known[schema_id(s)] = _Known(s.name, parsed)
         self._reader = self._known[schema_id(source)].schema
         self._schema_registry = schema_registry
@@ -121,7 +122,7 @@ class WireDecoder:
                 f"registry {self._schema_registry.base_url}",
             )
         try:
-            writer = fastavro.parse_schema(_strip_logical_types(json.loads(text)))
+            writer = fastavro.parse_schema(strip_logical_types(json.loads(text)))
         except Exception as exc:  # any parse failure: the id's schema is unusable here
             return DecodeError(
                 DeadLetterReason.SCHEMA_MISMATCH, f"schema id {sid}: unusable writer schema ({exc})"

@@ -16,7 +16,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from feature_store.adapters.avro_wire import _strip_logical_types
+from feature_store.adapters.avro_wire import strip_logical_types
 from feature_store.core.model import Source
 
 PARTITION_COLUMN = "_partition"
@@ -136,7 +136,7 @@ class EventSchema:
     """The Arrow schema of one source's archived events and how to build columns from records."""
 
     def __init__(self, source: Source) -> None:
-        raw = _strip_logical_types(json.loads(source.schema_json))
+        raw = strip_logical_types(json.loads(source.schema_json))
         mapper = _Mapper()
         mapper.register(raw)  # a field may refer to the record itself
         fields: list[pa.Field] = []

@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from feature_store.adapters.avro_wire import _strip_logical_types, schema_id
+from feature_store.adapters.avro_wire import schema_id, strip_logical_types
 from feature_store.core.model import AggregationKind, Registry, ValueType
 from feature_store.core.predicates import PredicateTreeError, predicate_fields, predicate_tree
 from feature_store.stream.tile_sql import SourceTilesSql
@@ -89,7 +89,7 @@ def avro_program(schema_json: str, captured: list[str]) -> dict[str, Any]:
     """The record's fields as type nodes, in order; ``cap`` gives the slot of each captured
     (top-level) field. Logical types are read as their physical values, as the Python decoder
     does."""
-    schema = _strip_logical_types(json.loads(schema_json))
+    schema = strip_logical_types(json.loads(schema_json))
     if not isinstance(schema, dict) or schema.get("type") != "record":
         raise NotRoutable("the source's schema is not a record")
     name = schema["name"]

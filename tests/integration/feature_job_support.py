@@ -14,7 +14,7 @@ from typing import Any
 import fastavro
 from confluent_kafka import Producer
 
-from feature_store.adapters.avro_wire import _strip_logical_types, encode, schema_id
+from feature_store.adapters.avro_wire import encode, schema_id, strip_logical_types
 from feature_store.adapters.cql import CqlConfig, make_cluster
 from feature_store.adapters.cql_online_schema import CqlOnlineSchema
 from feature_store.adapters.cql_online_store import CqlOnlineStore
@@ -80,7 +80,7 @@ def isolated_registry(unique: str, bootstrap: str, cql_port: int) -> Isolated:
 
 
 def avro_schema(source: Source) -> Any:
-    return fastavro.parse_schema(_strip_logical_types(json.loads(source.schema_json)))
+    return fastavro.parse_schema(strip_logical_types(json.loads(source.schema_json)))
 
 
 def produce(bootstrap: str, source: Source, records: Iterable[Mapping[str, Any]], key_field: str) -> int:

@@ -14,10 +14,10 @@ import pytest
 
 from feature_store.adapters.avro_wire import (
     DeadLetterReason,
-    _strip_logical_types,
     dead_letter,
     encode,
     schema_id,
+    strip_logical_types,
 )
 from feature_store.archive import layout
 from feature_store.archive.archiver import ArchiveConfig, Archiver
@@ -136,7 +136,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory) -> Registry:
 
 
 def wire(source: Source, record: dict[str, Any]) -> bytes:
-    schema = _strip_logical_types(json.loads(source.schema_json))
+    schema = strip_logical_types(json.loads(source.schema_json))
     import fastavro  # noqa: PLC0415
 
     return encode(fastavro.parse_schema(schema), schema_id(source), record)

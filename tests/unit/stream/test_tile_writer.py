@@ -10,7 +10,7 @@ from typing import Any
 import fastavro
 import pytest
 
-from feature_store.adapters.avro_wire import DeadLetterReason, _strip_logical_types, encode, schema_id
+from feature_store.adapters.avro_wire import DeadLetterReason, encode, schema_id, strip_logical_types
 from feature_store.core.model import Registry
 from feature_store.core.tiles import TileKey, TileState, ViewAggregator
 from feature_store.definitions.compiler import load_registry
@@ -35,7 +35,7 @@ def registry() -> Registry:
 
 def like_bytes(registry: Registry, record: dict[str, Any]) -> bytes:
     source = registry.source("like")
-    schema = fastavro.parse_schema(_strip_logical_types(json.loads(source.schema_json)))
+    schema = fastavro.parse_schema(strip_logical_types(json.loads(source.schema_json)))
     return encode(schema, schema_id(source), record)
 
 
