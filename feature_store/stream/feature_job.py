@@ -3,8 +3,10 @@
 Per source::
 
     Kafka (raw bytes + partition/offset, Table API source; watermarks per partition)
-      -> RouteEvents   decode (Confluent wire format), too late?, filter,        --> dead letters
-                       fan out per view
+      -> route         decode (Confluent wire format), too late?, filter,        --> dead letters
+                       fan out per view: in the JVM (jobs/jvm EventRouter, by the jvm_route
+                       plan) when every view of the source merges in SQL, with RouteEvents
+                       (Python) behind it for the records it hands over; else RouteEvents
       views whose IRs the JVM merges exactly (tile_sql):
          one-event IRs -> Flink SQL mini-batch GROUP BY (view, entity, tile): absolute tiles,
          encoded in the JVM (TileEncoder) -> CqlTileSink (async, waits for writes at
