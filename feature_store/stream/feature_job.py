@@ -150,7 +150,7 @@ def build(config: JobConfig) -> Any:
         KafkaSink,
     )
     from pyflink.datastream.state import MapStateDescriptor  # noqa: PLC0415
-    from pyflink.table import ChangelogMode, StreamTableEnvironment  # noqa: PLC0415
+    from pyflink.table import ChangelogMode, DataTypes, Schema, StreamTableEnvironment  # noqa: PLC0415
 
     env = create_environment(config.flink)
     t_env = StreamTableEnvironment.create(env)
@@ -421,6 +421,21 @@ def build(config: JobConfig) -> Any:
                     if cached is not None:
                         cached.forget(tile)
 
+    tile_streams: list[Any] = []  # the SQL path's changed tiles, per source
+    # the sink's rows, one type for every source (the queries' CHAR(n) lengths and nullability
+    # differ per source, which would keep their streams from one union)
+    tile_row = (
+        Schema.new_builder()
+        .column("insert_cql", DataTypes.STRING())
+        .column("entity_key", DataTypes.BYTES())
+        .column("feature_view", DataTypes.STRING())
+        .column("granularity_ms", DataTypes.BIGINT())
+        .column("tile_start_ms", DataTypes.BIGINT())
+        .column("payload", DataTypes.BYTES())
+        .column("expires_ms", DataTypes.BIGINT())
+        .column("timestamp_us", DataTypes.BIGINT())
+        .build()
+    )
     for source_name in config.sources:
         source = registry.source(source_name)
         if not registry.views_of_source(source_name):
@@ -481,10 +496,8 @@ def build(config: JobConfig) -> Any:
         if plan is not None:
             t_env.create_temporary_view(f"routed_{source_name}", t_env.from_data_stream(sql_rows))
             tiles = t_env.sql_query(plan.write_sql(f"routed_{source_name}"))
-            (
-                t_env.to_changelog_stream(tiles, changelog_mode=ChangelogMode.upsert())
-                .sink_to(_tile_sink(config))
-                .name(f"write-tiles-{source_name}")
+            tile_streams.append(
+                t_env.to_changelog_stream(tiles, tile_row, changelog_mode=ChangelogMode.upsert())
             )
         dlq_sink = (
             KafkaSink.builder()
@@ -499,6 +512,10 @@ def build(config: JobConfig) -> Any:
             .build()
         )
         dead_letters.sink_to(dlq_sink).name(f"dlq-{source_name}")
+    if tile_streams:
+        # one writer for every source: one driver session, and the changed tiles of an entity
+        # from different sources batch together (one table per entity)
+        tile_streams[0].union(*tile_streams[1:]).sink_to(_tile_sink(config)).name("write-tiles")
     return env
 
 
