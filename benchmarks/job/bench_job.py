@@ -198,6 +198,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     rate = args.events / 3000
     sent = produce_generated(registry, args.events, now - 3_000_000, rate=rate, sources=args.source)
     started = time.monotonic()
+    log_offsets = _flink_log_offsets()
     store = store_pid()
     store_cpu = proc_cpu_s(store) if store else None
     job = subprocess.Popen(
@@ -246,6 +247,38 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         # the store's CPU over the same time (its background compaction included)
         "store_cpu_us_per_event": None if store_cpu_used is None else round(store_cpu_used / sent * 1e6),
         "load_avg_1m": round(os.getloadavg()[0], 2),
+        # what the SQL path's tile sink wrote (its totals, logged when it closes)
+        **sink_totals(log_offsets, sent),
+    }
+
+
+def _flink_logs() -> list[Path]:
+    """The local MiniCluster's log files (PyFlink writes them into its package folder)."""
+    import pyflink  # noqa: PLC0415
+
+    return sorted((Path(pyflink.__file__).parent / "log").glob("*.log"))
+
+
+def _flink_log_offsets() -> dict[Path, int]:
+    return {path: path.stat().st_size for path in _flink_logs()}
+
+
+def sink_totals(offsets: dict[Path, int], events: int, logs: list[Path] | None = None) -> dict[str, Any]:
+    """Tiles and write requests per event, from the lines the tile sink logged since ``offsets``."""
+    tiles = requests = 0
+    for path in _flink_logs() if logs is None else logs:
+        with path.open("rb") as f:
+            start = offsets.get(path, 0)
+            f.seek(start if start <= path.stat().st_size else 0)  # a new job may start the log anew
+            for line in f.read().decode(errors="replace").splitlines():
+                if "tile writer closing:" in line:
+                    words = line.split("closing:")[1].split()
+                    tiles, requests = tiles + int(words[0]), requests + int(words[4])
+    if not tiles or not events:
+        return {}
+    return {
+        "tiles_per_event": round(tiles / events, 2),
+        "write_requests_per_event": round(requests / events, 2),
     }
 
 
