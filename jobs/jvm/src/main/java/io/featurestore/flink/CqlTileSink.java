@@ -111,8 +111,7 @@ public final class CqlTileSink implements Sink<Row> {
     return builder.build();
   }
 
-
-  /** The rows waiting for one partition (one entity of one table). */
+  /** A partition: one entity (its key bytes) of one table (named by the insert statement). */
   private record PartitionKey(PreparedStatement insert, ByteBuffer entity) {}
 
   /** One tile of a partition. */
