@@ -174,15 +174,18 @@ public final class CqlTileSink implements Sink<Row> {
       // object reuse nothing promises a record's fields outlive this call
       ByteBuffer entity = ByteBuffer.wrap(((byte[]) row.getField(1)).clone());
       byte[] payload = ((byte[]) row.getField(5)).clone();
+      // typed setters: no codec look-up per value (a tenth of the sink's time in JFR)
       BoundStatement bound =
-          insert.bind(
-              entity,
-              row.getField(2),
-              row.getField(3),
-              row.getField(4),
-              ByteBuffer.wrap(payload),
-              ttlSeconds((Long) row.getField(6), System.currentTimeMillis()),
-              row.getField(7));
+          insert
+              .boundStatementBuilder()
+              .setByteBuffer(0, entity)
+              .setString(1, (String) row.getField(2))
+              .setLong(2, (Long) row.getField(3))
+              .setLong(3, (Long) row.getField(4))
+              .setByteBuffer(4, ByteBuffer.wrap(payload))
+              .setInt(5, ttlSeconds((Long) row.getField(6), System.currentTimeMillis()))
+              .setLong(6, (Long) row.getField(7))
+              .build();
       Map<TileKey, Waiting> tiles =
           pending.computeIfAbsent(new PartitionKey(insert, entity), k -> new LinkedHashMap<>());
       TileKey tile =
