@@ -25,7 +25,7 @@ from feature_store.definitions.compiler import load_registry
 from feature_store.stream.jvm_route import NotRoutable, route_plan
 from feature_store.stream.tile_sql import SourceTilesSql
 from feature_store.stream.tile_writer import NO_WATERMARK, DeadLetter, EventRouter
-from tests.integration.test_jvm_tile_encoder import run_harness
+from tests.integration.test_jvm_tile_encoder import _field, run_harness
 
 pytestmark = pytest.mark.integration
 
@@ -203,10 +203,6 @@ def broken(rng: random.Random, good: bytes, other_id: int) -> bytes:
     return bytes(rng.randrange(256) for _ in range(rng.randrange(40)))
 
 
-def _text(row: list[Any]) -> str:
-    return ",".join("-" if v is None else v.hex() if isinstance(v, bytes) else str(v) for v in row)
-
-
 def python_result(router: EventRouter, plan: SourceTilesSql, record: tuple[bytes, int, int, int]) -> str:
     payload, partition, offset, watermark = record
     result = router.route(payload, partition, offset, watermark)
@@ -215,7 +211,7 @@ def python_result(router: EventRouter, plan: SourceTilesSql, record: tuple[bytes
             "D;" + dead_letter(result.reason, result.message, payload, "test.ev", partition, offset).decode()
         )
     rows = [plan.route(r) for r in result]
-    return "R;" + "|".join(_text(r) for r in rows if r is not None)
+    return "R;" + "|".join(_field(r) for r in rows if r is not None)
 
 
 def test_the_jvm_router_routes_every_record_as_the_python_router(registry: Registry) -> None:

@@ -59,23 +59,29 @@ public final class EventRouter extends ProcessFunction<Row, Row> {
     this.planJson = planJson;
   }
 
+  private static final OutputTag<Row> FALLBACK =
+      new OutputTag<>(
+          "jvm-route-fallback",
+          Types.ROW_NAMED(
+              new String[] {"value", "partition", "offset", "newest"},
+              PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO,
+              Types.INT,
+              Types.LONG,
+              Types.LONG));
+
+  private static final OutputTag<byte[]> DEAD_LETTERS =
+      new OutputTag<>(
+          "jvm-route-dead-letters",
+          (TypeInformation<byte[]>) PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO);
+
   /** Records for the Python router: (value, partition, offset, newest event time or MIN). */
   public static OutputTag<Row> fallbackTag() {
-    return new OutputTag<>(
-        "jvm-route-fallback",
-        Types.ROW_NAMED(
-            new String[] {"value", "partition", "offset", "newest"},
-            PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO,
-            Types.INT,
-            Types.LONG,
-            Types.LONG));
+    return FALLBACK;
   }
 
   /** Dead letters of too-late events (JSON bytes). */
   public static OutputTag<byte[]> deadLetterTag() {
-    return new OutputTag<>(
-        "jvm-route-dead-letters",
-        (TypeInformation<byte[]>) PrimitiveArrayTypeInfo.BYTE_PRIMITIVE_ARRAY_TYPE_INFO);
+    return DEAD_LETTERS;
   }
 
   @Override
@@ -111,10 +117,10 @@ public final class EventRouter extends ProcessFunction<Row, Row> {
         route(value, partition, offset, () -> ctx.timerService().currentWatermark(), out::collect);
     if (result instanceof Row fallback) {
       toPython.inc();
-      ctx.output(fallbackTag(), fallback);
+      ctx.output(FALLBACK, fallback);
     } else if (result instanceof byte[] deadLetter) {
       tooLate.inc();
-      ctx.output(deadLetterTag(), deadLetter);
+      ctx.output(DEAD_LETTERS, deadLetter);
     }
   }
 

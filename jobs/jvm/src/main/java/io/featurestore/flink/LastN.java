@@ -1,7 +1,6 @@
 package io.featurestore.flink;
 
 import java.io.BufferedReader;
-import java.io.ByteArrayOutputStream;
 import java.io.IOException;
 import java.io.InputStreamReader;
 import java.nio.charset.StandardCharsets;
@@ -21,7 +20,6 @@ import org.apache.flink.table.functions.AggregateFunction;
  */
 public final class LastN extends AggregateFunction<byte[], LastN.Acc> {
   private static final long serialVersionUID = 1L;
-  private static final int TAG_TUPLE = 7;
 
   /** The kept entries, newest first. */
   public static final class Acc {
@@ -93,18 +91,13 @@ public final class LastN extends AggregateFunction<byte[], LastN.Acc> {
     if (acc.n == 0) {
       return acc.items[0];
     }
-    ByteArrayOutputStream out = new ByteArrayOutputStream();
-    out.write(TAG_TUPLE);
-    long count = acc.items.length;
-    while (count > 0x7F) {
-      out.write((int) ((count & 0x7F) | 0x80));
-      count >>>= 7;
-    }
-    out.write((int) count);
+    CodecBytes out = new CodecBytes(8 + 24 * acc.items.length);
+    out.put(CodecBytes.TAG_TUPLE);
+    out.putUvarint(acc.items.length);
     for (byte[] item : acc.items) {
-      out.writeBytes(item);
+      out.putAll(item);
     }
-    return out.toByteArray();
+    return out.toArray();
   }
 
   /**

@@ -1,6 +1,5 @@
 package io.featurestore.flink;
 
-import java.io.ByteArrayOutputStream;
 import java.nio.charset.StandardCharsets;
 import org.bouncycastle.crypto.digests.Blake2bDigest;
 
@@ -79,39 +78,27 @@ final class OneEventIrs {
 
   /** {@code codec.encode_value((eventTimeMs, value))}. */
   static byte[] item(long eventTimeMs, Object value) {
-    ByteArrayOutputStream out = new ByteArrayOutputStream(24);
-    out.write(7); // tuple
-    out.write(2);
-    out.write(3); // int
-    uvarint(out, zigzag(eventTimeMs));
+    CodecBytes out = new CodecBytes(24);
+    out.put(CodecBytes.TAG_TUPLE);
+    out.putUvarint(2);
+    out.put(CodecBytes.TAG_INT);
+    out.putInt(eventTimeMs);
     if (value instanceof Boolean b) {
-      out.write(b ? 2 : 1);
+      out.put(b ? CodecBytes.TAG_TRUE : CodecBytes.TAG_FALSE);
     } else if (value instanceof Long l) {
-      out.write(3);
-      uvarint(out, zigzag(l));
+      out.put(CodecBytes.TAG_INT);
+      out.putInt(l);
     } else if (value instanceof Double d) {
-      out.write(4);
-      out.writeBytes(bigEndian(Double.doubleToRawLongBits(d)));
+      out.put(CodecBytes.TAG_FLOAT);
+      out.putLong(Double.doubleToRawLongBits(d));
     } else {
       byte[] raw =
           value instanceof String s ? s.getBytes(StandardCharsets.UTF_8) : (byte[]) value;
-      out.write(value instanceof String ? 5 : 6);
-      uvarint(out, raw.length);
-      out.writeBytes(raw);
+      out.put(value instanceof String ? CodecBytes.TAG_STR : CodecBytes.TAG_BYTES);
+      out.putUvarint(raw.length);
+      out.putAll(raw);
     }
-    return out.toByteArray();
-  }
-
-  private static long zigzag(long n) {
-    return (n << 1) ^ (n >> 63);
-  }
-
-  private static void uvarint(ByteArrayOutputStream out, long n) {
-    while ((n & ~0x7FL) != 0) {
-      out.write((int) ((n & 0x7F) | 0x80));
-      n >>>= 7;
-    }
-    out.write((int) n);
+    return out.toArray();
   }
 
   private static byte[] tagged(int tag, byte[] body) {

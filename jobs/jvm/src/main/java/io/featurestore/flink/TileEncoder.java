@@ -6,7 +6,6 @@ import java.io.InputStreamReader;
 import java.math.BigDecimal;
 import java.math.BigInteger;
 import java.nio.charset.StandardCharsets;
-import java.util.Arrays;
 import org.apache.flink.table.annotation.DataTypeHint;
 import org.apache.flink.table.functions.ScalarFunction;
 
@@ -26,10 +25,6 @@ import org.apache.flink.table.functions.ScalarFunction;
 public final class TileEncoder extends ScalarFunction {
   private static final long serialVersionUID = 1L;
   private static final int FORMAT_VERSION = 1;
-  private static final int TAG_INT = 3;
-  private static final int TAG_TUPLE = 7;
-  private static final int TAG_SKETCH = 8;
-  private static final BigInteger SEVEN_BITS = BigInteger.valueOf(0x7F);
 
   public byte[] eval(
       String kinds,
@@ -48,7 +43,7 @@ public final class TileEncoder extends ScalarFunction {
       BigDecimal[] first,
       Long[] second,
       byte[][] raws) {
-    Bytes out = new Bytes(16 + 12 * kinds.length());
+    CodecBytes out = new CodecBytes(16 + 12 * kinds.length());
     out.put(FORMAT_VERSION);
     int entries = 0;
     for (Long last : lasts) {
@@ -68,83 +63,36 @@ public final class TileEncoder extends ScalarFunction {
       out.put((int) (sid >>> 16));
       out.put((int) (sid >>> 8));
       out.put((int) sid);
-      out.putInt(BigInteger.valueOf(last).subtract(BigInteger.valueOf(previous)));
+      long delta = last - previous;
+      if (((last ^ previous) & (last ^ delta)) < 0) { // overflowed: Python's ints do not
+        out.putInt(BigInteger.valueOf(last).subtract(BigInteger.valueOf(previous)));
+      } else {
+        out.putInt(delta);
+      }
       previous = last;
       char kind = kinds.charAt(i);
       if (kind == 'h' || kind == 'r') {
         if (kind == 'h') {
-          out.put(TAG_SKETCH);
+          out.put(CodecBytes.TAG_SKETCH);
           out.putUvarint(raws[i].length);
         }
-        for (byte b : raws[i]) {
-          out.put(b);
-        }
+        out.putAll(raws[i]);
         continue;
       }
       BigInteger value = first[i] == null ? BigInteger.ZERO : first[i].toBigIntegerExact();
       if (kind == 't') {
-        out.put(TAG_TUPLE);
+        out.put(CodecBytes.TAG_TUPLE);
         out.putUvarint(2);
-        out.put(TAG_INT);
+        out.put(CodecBytes.TAG_INT);
         out.putInt(value);
-        out.put(TAG_INT);
+        out.put(CodecBytes.TAG_INT);
         out.putInt(BigInteger.valueOf(second[i] == null ? 0 : second[i]));
       } else {
-        out.put(TAG_INT);
+        out.put(CodecBytes.TAG_INT);
         out.putInt(value);
       }
     }
     return out.toArray();
-  }
-
-  /** A growable byte buffer with the codec's varints. */
-  private static final class Bytes {
-    private byte[] data;
-    private int size;
-
-    Bytes(int capacity) {
-      data = new byte[capacity];
-    }
-
-    void put(int b) {
-      if (size == data.length) {
-        data = Arrays.copyOf(data, size * 2);
-      }
-      data[size++] = (byte) b;
-    }
-
-    void putUvarint(long n) {
-      while (n > 0x7F) {
-        put((int) ((n & 0x7F) | 0x80));
-        n >>>= 7;
-      }
-      put((int) n);
-    }
-
-    void putUvarint(BigInteger n) {
-      if (n.bitLength() < 63) {
-        putUvarint(n.longValue());
-        return;
-      }
-      while (n.compareTo(SEVEN_BITS) > 0) {
-        put(n.and(SEVEN_BITS).intValue() | 0x80);
-        n = n.shiftRight(7);
-      }
-      put(n.intValue());
-    }
-
-    /** zigzag: n >= 0 -> 2n, else 2(-n - 1) + 1 (any size, as Python's ints). */
-    void putInt(BigInteger n) {
-      if (n.signum() >= 0) {
-        putUvarint(n.shiftLeft(1));
-      } else {
-        putUvarint(n.not().shiftLeft(1).setBit(0));
-      }
-    }
-
-    byte[] toArray() {
-      return Arrays.copyOf(data, size);
-    }
   }
 
   /**
