@@ -183,7 +183,16 @@ def _job_args(args: argparse.Namespace) -> list[str]:
     """The job's options a benchmark run varies."""
     sql = [] if args.sql_tiles else ["--no-sql-tiles"]
     route = [] if args.jvm_route else ["--no-jvm-route"]
-    return [*sql, *route, "--flush-interval-ms", str(args.flush_interval_ms)]
+    return [
+        *sql,
+        *route,
+        "--flush-interval-ms",
+        str(args.flush_interval_ms),
+        "--write-batching",
+        args.write_batching,
+        "--write-batch-bytes",
+        str(args.write_batch_bytes),
+    ]
 
 
 def _source_args(args: argparse.Namespace) -> list[str]:
@@ -234,6 +243,8 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "sources": args.source or "all",
         "sql_tiles": args.sql_tiles,
         "jvm_route": args.jvm_route,
+        "write_batching": args.write_batching,
+        "write_batch_bytes": args.write_batch_bytes,
         "flush_interval_ms": args.flush_interval_ms,
         "checkpoint_interval_ms": args.checkpoint_interval_ms,
         "wall_s": round(wall, 1),
@@ -449,6 +460,13 @@ def main() -> None:
             action="store_false",
             help="route every record in Python (the job's --no-jvm-route)",
         )
+        p.add_argument(
+            "--write-batching",
+            choices=("replica-set", "partition"),
+            default="replica-set",
+            help="the job's --write-batching (which tiles share a write batch)",
+        )
+        p.add_argument("--write-batch-bytes", type=int, default=16_384, help="the job's --write-batch-bytes")
         p.add_argument(
             "--flush-interval-ms",
             type=int,

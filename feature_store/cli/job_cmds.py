@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -19,6 +20,13 @@ from feature_store.stream.environment import FlinkSettings
 app = typer.Typer(help="Streaming feature jobs (PyFlink).", no_args_is_help=True)
 err = Console(stderr=True)
 out = Console()
+
+
+class WriteBatchingOption(StrEnum):
+    """`--write-batching`: which waiting tiles share an UNLOGGED batch."""
+
+    REPLICA_SET = "replica-set"
+    PARTITION = "partition"
 
 
 def checkpoint_uri(checkpoint_dir: Path | None, group_id: str) -> str | None:
@@ -80,6 +88,17 @@ def run(
             help="Route a source's records in the JVM when all its views merge in SQL (off: in Python)."
         ),
     ] = True,
+    write_batching: Annotated[
+        WriteBatchingOption,
+        typer.Option(
+            help="Which tiles share a write batch: every entity the same store replicas own "
+            "(replica-set), or one entity's tiles in one table (partition)."
+        ),
+    ] = WriteBatchingOption.REPLICA_SET,
+    write_batch_bytes: Annotated[
+        int,
+        typer.Option(min=1, help="A write batch's payload bytes at most (below the store's warning)."),
+    ] = 16_384,
     schema_registry: SchemaRegistryUrl = None,
 ) -> None:
     """Run the feature job for the registry's sources on the local MiniCluster (or in a cluster)."""
@@ -118,6 +137,8 @@ def run(
         bounded=bounded,
         sql_tiles=sql_tiles,
         jvm_route=jvm_route,
+        write_batching="partition" if write_batching is WriteBatchingOption.PARTITION else "replica_set",
+        write_batch_bytes=write_batch_bytes,
         schema_registry=schemas,
         flink=FlinkSettings(
             parallelism=parallelism,

@@ -32,7 +32,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from cassandra.query import BatchStatement, BatchType
 
@@ -65,6 +65,9 @@ _BATCH_BYTES = 4096
 _STALLED_S = 30.0
 
 
+WriteBatching = Literal["replica_set", "partition"]
+
+
 @dataclass(frozen=True, slots=True)
 class JobConfig:
     registry: Registry
@@ -79,6 +82,13 @@ class JobConfig:
     # mark a busy partition idle, let the watermark run ahead and dead-letter in-order events.
     idleness_ms: int = 0
     write_concurrency: int = 256  # tile writes in flight per operator
+    # which waiting tiles of the SQL path share an UNLOGGED batch (jobs/jvm CqlTileSink):
+    # "replica_set" every partition the same replicas own (one request for many entities),
+    # "partition" one entity's tiles in one table
+    write_batching: WriteBatching = "replica_set"
+    # a batch's payload bytes at most: below the store's batch_size_warn_threshold (Cassandra's
+    # default 5 KiB, the local stack's 64 KiB, ScyllaDB's 128 KiB)
+    write_batch_bytes: int = 16_384
     # merge the tiles of every view whose IRs the JVM merges exactly in Flink SQL (tile_sql)
     # instead of the Python keyed operator; False keeps every view on the Python path
     sql_tiles: bool = True
@@ -562,6 +572,8 @@ def _tile_sink(config: JobConfig) -> Any:
         config.cql.local_dc or "",
         config.write_concurrency,
         int(config.cql.request_timeout_s * 1000),
+        config.write_batching.upper(),
+        config.write_batch_bytes,
     )
     return Sink(j_sink)
 

@@ -73,11 +73,16 @@ def consume_all(iso: Isolated, topic: str, expected: int) -> list[bytes]:
     return consume(_S(), topic, expected)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize("sql_tiles", [True, False], ids=["sql-path", "python-path"])
-def test_every_view_of_two_sources_stores_the_recomputed_tiles(stack: Stack, sql_tiles: bool) -> None:
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("--write-batching", "partition", "--write-batch-bytes", "600"), ("--no-sql-tiles",)],
+    ids=["sql-path", "sql-path-small-partition-batches", "python-path"],
+)
+def test_every_view_of_two_sources_stores_the_recomputed_tiles(stack: Stack, extra: tuple[str, ...]) -> None:
     """match_request (counts, count_distinct) and video_call_end (lifetime windows, int sums,
     min/max/avg, last, last_n, count_distinct): one bounded job, every tile equal to the core's
-    recompute, whether the views merge in SQL (the default) or fold in the Python keyed path."""
+    recompute, whether the views merge in SQL (the default; writes batched by replica set, or per
+    entity in batches of a few tiles) or fold in the Python keyed path."""
     from feature_store.events.generator import EventKind, GeneratorConfig, generate  # noqa: PLC0415
     from feature_store.stream.feature_job import sql_view_indices  # noqa: PLC0415
 
@@ -93,7 +98,7 @@ def test_every_view_of_two_sources_stores_the_recomputed_tiles(stack: Stack, sql
     for name in sources:
         produce(iso.bootstrap, iso.source(name), records[name], key_field="user_id")
 
-    run_bounded(iso, *sources, extra=() if sql_tiles else ("--no-sql-tiles",))
+    run_bounded(iso, *sources, extra=extra)
 
     for name in sources:
         for view in iso.registry.views_of_source(name):

@@ -12,6 +12,8 @@ import com.datastax.oss.driver.api.core.cql.BoundStatement;
 import com.datastax.oss.driver.api.core.cql.DefaultBatchType;
 import com.datastax.oss.driver.api.core.cql.PreparedStatement;
 import com.datastax.oss.driver.api.core.cql.Statement;
+import com.datastax.oss.driver.api.core.metadata.Node;
+import com.datastax.oss.driver.api.core.metadata.TokenMap;
 import java.io.IOException;
 import java.io.InterruptedIOException;
 import java.net.InetSocketAddress;
@@ -22,6 +24,8 @@ import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
+import java.util.Set;
 import java.util.concurrent.Semaphore;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.atomic.AtomicLong;
@@ -40,16 +44,23 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Writes encoded tiles to the CQL store: bound, idempotent INSERTs, grouped by partition (the
- * changed tiles of one entity in one table go out as one single-partition UNLOGGED batch, one
- * mutation for the store instead of one per tile), asynchronously, at most {@code concurrency}
- * requests in flight per writer. Rows wait until the input pauses for a tick (the end of a
- * mini-batch's burst of changed tiles), at most {@link #MAX_LINGER_MS}, and {@link
- * TileWriter#flush} sends what waits and then waits for every write before a checkpoint (or
- * the end of input) completes. A failed write fails the job, which
- * restarts from the last checkpoint and rewrites the same absolute, versioned cells. Metrics:
- * {@code tiles_written}, {@code write_requests}, {@code write_errors}, {@code write_ms} (a
- * histogram of request latency).
+ * Writes encoded tiles to the CQL store: bound, idempotent INSERTs sent as UNLOGGED batches,
+ * asynchronously, at most {@code concurrency} tiles in flight per writer. Rows wait until the
+ * input pauses for a tick (the end of a mini-batch's burst of changed tiles), at most {@link
+ * #MAX_LINGER_MS}; a newer version of a waiting tile replaces it. {@link TileWriter#flush} sends
+ * what waits and then waits for every write before a checkpoint (or the end of input) completes.
+ * A failed write fails the job, which restarts from the last checkpoint and rewrites the same
+ * absolute, versioned cells. Metrics: {@code tiles_written}, {@code write_requests}, {@code
+ * write_errors}, {@code write_ms} (a histogram of request latency).
+ *
+ * <p>Grouping ({@link Grouping}): {@code REPLICA_SET} (the default) puts the waiting tiles of
+ * every partition owned by the same replicas into one batch of at most {@code batchBytes} payload
+ * bytes, sent to one of those replicas (the driver routes a batch by its first statement), which
+ * applies every mutation locally: one request for many entities instead of one per entity, the
+ * grouping the Spark Cassandra Connector offers as {@code batch.grouping.key=replica_set}. {@code
+ * PARTITION} sends the tiles of one entity in one table as one single-partition batch. Either way
+ * nothing relies on a batch's atomicity: each cell is absolute and versioned ({@code USING
+ * TIMESTAMP}), so a batch partly applied and retried ends the same.
  *
  * <p>Rows (the SQL path's changelog, upsert mode; the CQL text comes from the Python side's
  * {@code insert_cql}): {@code (insert_cql STRING, entity_key BYTES, feature_view STRING,
@@ -60,10 +71,10 @@ import org.slf4j.LoggerFactory;
 public final class CqlTileSink implements Sink<Row> {
   private static final long serialVersionUID = 1L;
   private static final Logger LOG = LoggerFactory.getLogger(CqlTileSink.class);
-  // rows of one partition go out as one UNLOGGED batch up to this many payload bytes (below
-  // Cassandra's batch_size_warn_threshold; ScyllaDB has the same knob), a bigger tile alone
-  static final int BATCH_BYTES = 4096;
   static final int MAX_PENDING_ROWS = 4096;
+  // a row's cells beyond the key, view name and payload: two bigint clustering columns, the
+  // payload cell's timestamp, TTL and local deletion time, and per-row framing
+  static final int ROW_OVERHEAD_BYTES = 64;
   static final long TICK_MS = 5;
   static final long MAX_LINGER_MS = 50;
 
@@ -72,14 +83,37 @@ public final class CqlTileSink implements Sink<Row> {
   private final String localDc;
   private final int concurrency;
   private final long requestTimeoutMs;
+  private final Grouping grouping;
+  private final int batchBytes;
 
+  /** Which waiting tiles share a batch. */
+  public enum Grouping {
+    /** the tiles of one entity in one table */
+    PARTITION,
+    /** the tiles of every partition the same replicas own, across entities and tables */
+    REPLICA_SET
+  }
+
+  /**
+   * @param grouping {@link Grouping}'s name
+   * @param batchBytes a batch's payload bytes at most (a bigger tile goes alone); keep it below
+   *     the store's {@code batch_size_warn_threshold}
+   */
   public CqlTileSink(
-      String[] hosts, int port, String localDc, int concurrency, long requestTimeoutMs) {
+      String[] hosts,
+      int port,
+      String localDc,
+      int concurrency,
+      long requestTimeoutMs,
+      String grouping,
+      int batchBytes) {
     this.hosts = hosts.clone();
     this.port = port;
     this.localDc = localDc;
     this.concurrency = concurrency;
     this.requestTimeoutMs = requestTimeoutMs;
+    this.grouping = Grouping.valueOf(grouping);
+    this.batchBytes = batchBytes;
   }
 
   @Override
@@ -92,7 +126,9 @@ public final class CqlTileSink implements Sink<Row> {
         DriverConfigLoader.programmaticBuilder()
             .withString(DefaultDriverOption.PROTOCOL_VERSION, DefaultProtocolVersion.V4.name())
             .withDuration(DefaultDriverOption.REQUEST_TIMEOUT, Duration.ofMillis(requestTimeoutMs))
-            .withInt(DefaultDriverOption.CONNECTION_MAX_REQUESTS, Math.max(1024, concurrency));
+            .withInt(DefaultDriverOption.CONNECTION_MAX_REQUESTS, Math.max(1024, concurrency))
+            // the store warns of batches spanning partitions: replica-set batches do on purpose
+            .withBoolean(DefaultDriverOption.REQUEST_LOG_WARNINGS, grouping == Grouping.PARTITION);
     if (localDc == null || localDc.isEmpty()) {
       config.withString(
           DefaultDriverOption.LOAD_BALANCING_POLICY_CLASS, "DcInferringLoadBalancingPolicy");
@@ -117,12 +153,14 @@ public final class CqlTileSink implements Sink<Row> {
   /** One tile of a partition. */
   private record TileKey(String view, long granularityMs, long tileStartMs) {}
 
-  /** A tile's newest waiting write and its payload size. */
+  /** A tile's newest waiting write and its size in a batch (estimated, see {@link TileWriter#rowBytes}). */
   private record Waiting(BoundStatement insert, int bytes) {}
 
   static final class TileWriter implements SinkWriter<Row> {
     private final CqlSession session;
     private final int concurrency;
+    private final Grouping grouping;
+    private final int batchBytes;
     private final Semaphore permits;
     private final ProcessingTimeService time;
     private final Map<String, PreparedStatement> prepared = new HashMap<>();
@@ -148,6 +186,8 @@ public final class CqlTileSink implements Sink<Row> {
     TileWriter(CqlTileSink sink, MetricGroup metrics, ProcessingTimeService time) {
       this.session = sink.connect();
       this.concurrency = sink.concurrency;
+      this.grouping = sink.grouping;
+      this.batchBytes = sink.batchBytes;
       this.permits = new Semaphore(sink.concurrency);
       this.time = time;
       this.written = metrics.counter("tiles_written");
@@ -190,7 +230,8 @@ public final class CqlTileSink implements Sink<Row> {
           pending.computeIfAbsent(new PartitionKey(insert, entity), k -> new LinkedHashMap<>());
       TileKey tile =
           new TileKey((String) row.getField(2), (Long) row.getField(3), (Long) row.getField(4));
-      if (tiles.put(tile, new Waiting(bound, payload.length)) == null && pendingRows++ == 0) {
+      int bytes = rowBytes(entity.remaining(), tile.view().length(), payload.length);
+      if (tiles.put(tile, new Waiting(bound, bytes)) == null && pendingRows++ == 0) {
         pendingSinceMs = time.getCurrentProcessingTime();
       }
       quiet = false;
@@ -212,28 +253,64 @@ public final class CqlTileSink implements Sink<Row> {
       time.registerTimer(now + TICK_MS, this::tick);
     }
 
-    /**
-     * Sends every waiting row: the rows of one partition as UNLOGGED batches (single-partition:
-     * one mutation each, applied atomically) of at most {@link #BATCH_BYTES} payload bytes, a
-     * bigger tile alone.
-     */
+    /** Sends every waiting row, grouped as {@link Grouping} says. */
     private void drain() throws InterruptedException {
-      for (Map<TileKey, Waiting> tiles : pending.values()) {
-        List<BatchableStatement<?>> batch = new ArrayList<>(tiles.size());
-        int bytes = 0;
-        for (Waiting tile : tiles.values()) {
-          if (!batch.isEmpty() && bytes + tile.bytes() > BATCH_BYTES) {
-            send(batch);
-            batch = new ArrayList<>();
-            bytes = 0;
+      Optional<TokenMap> tokens =
+          grouping == Grouping.REPLICA_SET ? session.getMetadata().getTokenMap() : Optional.empty();
+      if (tokens.isPresent()) {
+        drainByReplicas(tokens.get());
+      } else {
+        for (Map<TileKey, Waiting> tiles : pending.values()) {
+          Batcher batch = new Batcher();
+          for (Waiting tile : tiles.values()) {
+            batch.add(tile);
           }
-          batch.add(tile.insert());
-          bytes += tile.bytes();
+          batch.send();
         }
-        send(batch);
       }
       pending.clear();
       pendingRows = 0;
+    }
+
+    /** One batch open per replica set; the tiles of a partition stay together. */
+    private void drainByReplicas(TokenMap tokens) throws InterruptedException {
+      Map<Set<Node>, Batcher> open = new HashMap<>();
+      for (Map.Entry<PartitionKey, Map<TileKey, Waiting>> partition : pending.entrySet()) {
+        PartitionKey key = partition.getKey();
+        Set<Node> replicas =
+            tokens.getReplicas(
+                key.insert().getVariableDefinitions().get(0).getKeyspace(),
+                key.entity().duplicate());
+        Batcher batch = open.computeIfAbsent(replicas, r -> new Batcher());
+        for (Waiting tile : partition.getValue().values()) {
+          batch.add(tile);
+        }
+      }
+      for (Batcher batch : open.values()) {
+        batch.send();
+      }
+    }
+
+    /** Collects rows into batches of at most {@code batchBytes} payload bytes, sending full ones. */
+    private final class Batcher {
+      private List<BatchableStatement<?>> rows = new ArrayList<>();
+      private int bytes;
+
+      void add(Waiting tile) throws InterruptedException {
+        if (!rows.isEmpty() && bytes + tile.bytes() > batchBytes) {
+          send();
+        }
+        rows.add(tile.insert());
+        bytes += tile.bytes();
+      }
+
+      void send() throws InterruptedException {
+        if (!rows.isEmpty()) {
+          TileWriter.this.send(rows);
+          rows = new ArrayList<>();
+          bytes = 0;
+        }
+      }
     }
 
     private void send(List<BatchableStatement<?>> rows) throws InterruptedException {
@@ -244,7 +321,9 @@ public final class CqlTileSink implements Sink<Row> {
       // absolute, versioned cells: the driver may retry a write whose answer was lost
       request = request.setIdempotent(true);
       int count = rows.size();
-      permits.acquire();
+      // in flight counts tiles, not requests: a batch of many entities takes as many permits
+      int taken = Math.min(count, concurrency);
+      permits.acquire(taken);
       long start = System.nanoTime();
       session
           .executeAsync(request)
@@ -260,7 +339,7 @@ public final class CqlTileSink implements Sink<Row> {
                     latency.update((System.nanoTime() - start) / 1_000_000);
                   }
                 }
-                permits.release();
+                permits.release(taken);
               });
     }
 
@@ -274,6 +353,14 @@ public final class CqlTileSink implements Sink<Row> {
       reportedAnswered = done;
       reportedFailed = bad;
       reportedRequests = asked;
+    }
+
+    /**
+     * A row's share of a batch's size as the store counts it (the mutation's data: key, clustering
+     * columns, cells with their timestamps and TTLs), estimated high from what is known here.
+     */
+    static int rowBytes(int entityBytes, int viewChars, int payloadBytes) {
+      return entityBytes + 4 * viewChars + payloadBytes + ROW_OVERHEAD_BYTES;
     }
 
     /**
