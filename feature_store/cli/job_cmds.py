@@ -22,6 +22,13 @@ err = Console(stderr=True)
 out = Console()
 
 
+class TileMergeOption(StrEnum):
+    """`--tile-merge`: what merges the SQL-eligible views' one-event IRs into tiles."""
+
+    OPERATOR = "operator"
+    SQL = "sql"
+
+
 class WriteBatchingOption(StrEnum):
     """`--write-batching`: which waiting tiles share an UNLOGGED batch."""
 
@@ -88,6 +95,13 @@ def run(
             help="Route a source's records in the JVM when all its views merge in SQL (off: in Python)."
         ),
     ] = True,
+    tile_merge: Annotated[
+        TileMergeOption,
+        typer.Option(
+            help="How the JVM merges those views' tiles: a keyed operator (operator) or Flink SQL "
+            "mini-batch aggregations (sql); the same tiles either way."
+        ),
+    ] = TileMergeOption.OPERATOR,
     write_batching: Annotated[
         WriteBatchingOption,
         typer.Option(
@@ -137,6 +151,7 @@ def run(
         bounded=bounded,
         sql_tiles=sql_tiles,
         jvm_route=jvm_route,
+        tile_merge="sql" if tile_merge is TileMergeOption.SQL else "operator",
         write_batching="partition" if write_batching is WriteBatchingOption.PARTITION else "replica_set",
         write_batch_bytes=write_batch_bytes,
         schema_registry=schemas,

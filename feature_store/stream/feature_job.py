@@ -8,9 +8,12 @@ Per source::
                        plan) when every view of the source merges in SQL, with RouteEvents
                        (Python) behind it for the records it hands over; else RouteEvents
       views whose IRs the JVM merges exactly (tile_sql):
-         one-event IRs -> Flink SQL mini-batch GROUP BY (view, entity, tile): absolute tiles,
-         encoded in the JVM (TileEncoder) -> CqlTileSink (async, waits for writes at
-         checkpoints)
+         one-event IRs -> key_by entity -> TileMerger (jobs/jvm, keyed state: every tile of
+         the entity; changed tiles out every flush interval and before each checkpoint
+         barrier; or, with tile_merge="sql", Flink SQL mini-batch GROUP BY (view, entity,
+         tile), the same tiles byte for byte), encoded in the JVM (TileEncoder)
+         -> CqlTileSink (one sink for every source; UNLOGGED batches per replica set, async,
+         waits for its writes at checkpoints)
       other views:
          -> key_by (view, entity)
          -> WriteTiles fold into tiles in keyed MapState; every flush interval, write the
@@ -32,7 +35,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from cassandra.query import BatchStatement, BatchType
 
@@ -63,9 +66,21 @@ _END_OF_INPUT = (1 << 63) - 1
 # Cassandra's batch_size_warn_threshold; ScyllaDB has the same knob); bigger tiles go alone
 _BATCH_BYTES = 4096
 _STALLED_S = 30.0
+# the tile sink's row (jobs/jvm CqlTileSink)
+TILE_ROW_COLUMNS: Final = (
+    "insert_cql",
+    "entity_key",
+    "feature_view",
+    "granularity_ms",
+    "tile_start_ms",
+    "payload",
+    "expires_ms",
+    "timestamp_us",
+)
 
 
 WriteBatching = Literal["replica_set", "partition"]
+TileMerge = Literal["operator", "sql"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +107,9 @@ class JobConfig:
     # merge the tiles of every view whose IRs the JVM merges exactly in Flink SQL (tile_sql)
     # instead of the Python keyed operator; False keeps every view on the Python path
     sql_tiles: bool = True
+    # how the JVM merges those views' one-event IRs into tiles: "operator" the keyed jobs/jvm
+    # TileMerger, "sql" Flink SQL mini-batch aggregations (same tiles, byte for byte)
+    tile_merge: TileMerge = "operator"
     # route a source in the JVM when every view of it merges in SQL (jvm_route); False keeps the
     # Python router for every record
     jvm_route: bool = True
@@ -136,7 +154,7 @@ def _sql_plans(config: JobConfig, t_env: Any) -> dict[str, SourceTilesSql]:
             indices = sql_view_indices(config.registry, name)
             if indices:
                 plans[name] = SourceTilesSql(config.registry, name, config.cql.keyspace, indices)
-    if plans:
+    if plans and config.tile_merge == "sql":
         t_env.create_java_temporary_system_function("fstore_tile", "io.featurestore.flink.TileEncoder")
         t_env.create_java_temporary_system_function("fstore_hll", "io.featurestore.flink.HllSketch")
         t_env.create_java_temporary_system_function("fstore_last", "io.featurestore.flink.LastN")
@@ -160,7 +178,7 @@ def build(config: JobConfig) -> Any:
         KafkaSink,
     )
     from pyflink.datastream.state import MapStateDescriptor  # noqa: PLC0415
-    from pyflink.table import ChangelogMode, DataTypes, Schema, StreamTableEnvironment  # noqa: PLC0415
+    from pyflink.table import StreamTableEnvironment  # noqa: PLC0415
 
     env = create_environment(config.flink)
     t_env = StreamTableEnvironment.create(env)
@@ -432,20 +450,6 @@ def build(config: JobConfig) -> Any:
                         cached.forget(tile)
 
     tile_streams: list[Any] = []  # the SQL path's changed tiles, per source
-    # the sink's rows, one type for every source (the queries' CHAR(n) lengths and nullability
-    # differ per source, which would keep their streams from one union)
-    tile_row = (
-        Schema.new_builder()
-        .column("insert_cql", DataTypes.STRING())
-        .column("entity_key", DataTypes.BYTES())
-        .column("feature_view", DataTypes.STRING())
-        .column("granularity_ms", DataTypes.BIGINT())
-        .column("tile_start_ms", DataTypes.BIGINT())
-        .column("payload", DataTypes.BYTES())
-        .column("expires_ms", DataTypes.BIGINT())
-        .column("timestamp_us", DataTypes.BIGINT())
-        .build()
-    )
     for source_name in config.sources:
         source = registry.source(source_name)
         if not registry.views_of_source(source_name):
@@ -504,11 +508,7 @@ def build(config: JobConfig) -> Any:
                 .name(f"tiles-{source_name}")
             )
         if plan is not None:
-            t_env.create_temporary_view(f"routed_{source_name}", t_env.from_data_stream(sql_rows))
-            tiles = t_env.sql_query(plan.write_sql(f"routed_{source_name}"))
-            tile_streams.append(
-                t_env.to_changelog_stream(tiles, tile_row, changelog_mode=ChangelogMode.upsert())
-            )
+            tile_streams.append(_tile_stream(config, t_env, plan, source_name, sql_rows))
         dlq_sink = (
             KafkaSink.builder()
             .set_bootstrap_servers(config.bootstrap)
@@ -527,6 +527,63 @@ def build(config: JobConfig) -> Any:
         # from different sources batch together (one table per entity)
         tile_streams[0].union(*tile_streams[1:]).sink_to(_tile_sink(config)).name("write-tiles")
     return env
+
+
+def _tile_stream(config: JobConfig, t_env: Any, plan: SourceTilesSql, source_name: str, rows: Any) -> Any:
+    """The source's changed tiles as the sink's rows, merged from its routed rows by the keyed
+    operator or by Flink SQL (``config.tile_merge``)."""
+    if config.tile_merge == "operator":
+        return _merged_tiles(config, plan, source_name, rows)
+    from pyflink.table import ChangelogMode  # noqa: PLC0415
+
+    t_env.create_temporary_view(f"routed_{source_name}", t_env.from_data_stream(rows))
+    tiles = t_env.sql_query(plan.write_sql(f"routed_{source_name}"))
+    return t_env.to_changelog_stream(tiles, _sql_tile_row(), changelog_mode=ChangelogMode.upsert())
+
+
+def _sql_tile_row() -> Any:
+    """The SQL merge's output schema: the sink's row, one type for every source (the queries'
+    CHAR(n) lengths and nullability differ per source, which would keep their streams from one
+    union)."""
+    from pyflink.table import DataTypes, Schema  # noqa: PLC0415
+
+    types = [DataTypes.STRING(), DataTypes.BYTES(), DataTypes.STRING(), DataTypes.BIGINT()]
+    types += [DataTypes.BIGINT(), DataTypes.BYTES(), DataTypes.BIGINT(), DataTypes.BIGINT()]
+    builder = Schema.new_builder()
+    for name, data_type in zip(TILE_ROW_COLUMNS, types, strict=True):
+        builder = builder.column(name, data_type)
+    return builder.build()
+
+
+def _merged_tiles(config: JobConfig, plan: SourceTilesSql, source_name: str, rows: Any) -> Any:
+    """The source's changed tiles, merged from its routed rows by jobs/jvm TileMerger."""
+    from pyflink.common import Types  # noqa: PLC0415
+    from pyflink.datastream import DataStream  # noqa: PLC0415
+    from pyflink.java_gateway import get_gateway  # noqa: PLC0415
+
+    jvm = get_gateway().jvm
+    merger = jvm.io.featurestore.flink.TileMerger
+    tile_type = Types.ROW_NAMED(
+        list(TILE_ROW_COLUMNS),
+        [
+            Types.STRING(),
+            Types.PRIMITIVE_ARRAY(Types.BYTE()),
+            Types.STRING(),
+            Types.LONG(),
+            Types.LONG(),
+            Types.PRIMITIVE_ARRAY(Types.BYTE()),
+            Types.LONG(),
+            Types.LONG(),
+        ],
+    )
+    plan_json = json.dumps(plan.merge_plan(), separators=(",", ":"))
+    keyed = rows._j_data_stream.keyBy(merger.entityKey(), Types.STRING().get_java_type_info())  # noqa: SLF001
+    j_tiles = keyed.transform(
+        f"merge-tiles-{source_name}",
+        tile_type.get_java_type_info(),
+        merger(plan_json, config.flush_interval_ms),
+    )
+    return DataStream(j_tiles)
 
 
 def _jvm_route_plan(config: JobConfig, source_name: str, plan: SourceTilesSql | None) -> str | None:

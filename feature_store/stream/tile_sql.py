@@ -8,7 +8,14 @@ window, lifetime included), the per-event work splits instead:
 * **Python, per event, stateless** (in the router): evaluate each definition's ``where`` and
   fold the event into a *one-event IR* with the core aggregator itself
   (``aggregator.add(aggregator.init(), value, t)``), emitted as BIGINT / BYTES columns.
-* **JVM, Flink SQL mini-batch GROUP BY (view, entity, granularity, tile start)**: merge the
+* **JVM, jobs/jvm TileMerger** (the default; :meth:`SourceTilesSql.merge_plan` is its plan): a
+  keyed operator (by entity) holding every tile of the entity in keyed state, folding each
+  row into its tiles with the same merges as the SQL below, expiring windowed tiles by a
+  timer at their retention, and emitting the changed tiles every flush interval and before
+  each checkpoint barrier. It replaced the SQL aggregations for their cost (state-TTL
+  cleanup, binary-row hashing, two aggregations and a fan-out per granularity) and stores
+  the same tiles byte for byte (tests/integration/test_tile_merger.py).
+* **or JVM, Flink SQL mini-batch GROUP BY (view, entity, granularity, tile start)**: merge the
   one-event IRs with the SQL aggregate that *is* the core ``merge`` for that IR (``SUM`` of
   counts and integer sums, ``MIN``/``MAX`` of integers, both for ``avg``'s ``(sum, count)``;
   for ``count_distinct`` the one-event sketch's single sparse entry, merged by jobs/jvm
@@ -67,23 +74,27 @@ class _Merge:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     kind: str
+    op: str  # jobs/jvm TileMerger's merge: sum, min, max, avg, hll, last
+    n: int = 0  # last_n's n (0: last)
 
 
-_INT = _Merge(("BIGINT",), ("SUM({c0})",), "i")  # counts: an int IR
+_INT = _Merge(("BIGINT",), ("SUM({c0})",), "i", "sum")  # counts: an int IR
 _MERGES: Final[dict[tuple[AggregationKind, ValueType | None], _Merge]] = {
-    (AggregationKind.SUM, ValueType.INT64): _Merge(("BIGINT",), (_SUM_EXACT,), "i"),
-    (AggregationKind.MIN, ValueType.INT64): _Merge(("BIGINT",), ("MIN({c0})",), "i"),
-    (AggregationKind.MAX, ValueType.INT64): _Merge(("BIGINT",), ("MAX({c0})",), "i"),
-    (AggregationKind.AVG, ValueType.INT64): _Merge(("BIGINT", "BIGINT"), (_SUM_EXACT, "SUM({c1})"), "t"),
+    (AggregationKind.SUM, ValueType.INT64): _Merge(("BIGINT",), (_SUM_EXACT,), "i", "sum"),
+    (AggregationKind.MIN, ValueType.INT64): _Merge(("BIGINT",), ("MIN({c0})",), "i", "min"),
+    (AggregationKind.MAX, ValueType.INT64): _Merge(("BIGINT",), ("MAX({c0})",), "i", "max"),
+    (AggregationKind.AVG, ValueType.INT64): _Merge(
+        ("BIGINT", "BIGINT"), (_SUM_EXACT, "SUM({c1})"), "t", "avg"
+    ),
 }
 # count_distinct: the one-event sketch's single sparse entry, merged by jobs/jvm HllSketch
-_SKETCH = _Merge(("BIGINT",), ("fstore_hll({c0})",), "h")
+_SKETCH = _Merge(("BIGINT",), ("fstore_hll({c0})",), "h", "hll")
 
 
 def _last(n: int) -> _Merge:
     """last (n = 0) / last_n(n): the value's order key and the one-event IR's item in codec
     bytes, kept by jobs/jvm LastN in the core's (event time, value) order."""
-    return _Merge(("BYTES", "BYTES"), (f"fstore_last({n}, t, {{c0}}, {{c1}})",), "r")
+    return _Merge(("BYTES", "BYTES"), (f"fstore_last({n}, t, {{c0}}, {{c1}})",), "r", "last", n)
 
 
 def _merge(definition: Definition) -> _Merge | None:
@@ -423,6 +434,42 @@ class SourceTilesSql:
             "tile_start * 1000 + version AS timestamp_us\n"
             f"FROM (\n{self.sql(routed_table)}\n)"
         )
+
+    # --- the JVM merge without SQL: jobs/jvm TileMerger ---------------------------------------
+
+    def merge_plan(self) -> dict[str, Any]:
+        """The plan of jobs/jvm ``TileMerger``, the keyed operator merging :meth:`route`'s rows
+        into the same tiles as :meth:`write_sql`: per view its definitions (how each merges,
+        where its inputs sit in the routed row) and per granularity the tile layout (the
+        encoder's kinds and slot ids, the definition feeding each slot) and retention."""
+        views = []
+        for view in self._views.values():
+            position = {id(d): i for i, d in enumerate(view.defs)}
+            grans = []
+            for g in view.tiles.aggregator.granularities_ms:
+                slots = self._slots(view, g)
+                grans.append(
+                    {
+                        "g": g,
+                        "retention": view.tiles.retention_ms[g],
+                        "kinds": "".join(d.merge.kind for _, d in slots),
+                        "sids": [sid for sid, _ in slots],
+                        "slots": [position[id(d)] for _, d in slots],
+                    }
+                )
+            views.append(
+                {
+                    "vi": view.index,
+                    "name": view.tiles.view.name,
+                    "insert": view.insert,
+                    "defs": [
+                        {"op": d.merge.op, "n": d.merge.n, "at": len(self.ROUTED_FIXED) + d.first_input}
+                        for d in view.defs
+                    ],
+                    "grans": grans,
+                }
+            )
+        return {"views": views}
 
     @property
     def _all_defs(self) -> list[_Def]:  # in the query's column order

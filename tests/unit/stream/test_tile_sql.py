@@ -204,3 +204,27 @@ def test_an_exact_sum_past_int64_reaches_the_tile_whole(registry: Registry) -> N
     assert g == HOUR
     assert int(huge) in state.irs
     assert state.last_ms.count(T0 + 5) == 1
+
+
+def test_the_keyed_mergers_plan_lays_out_each_tile_as_the_sql_encoder_does(registry: Registry) -> None:
+    """jobs/jvm TileMerger's plan: per view and granularity the same kinds and slot ids the SQL
+    path hands the encoder, each slot fed by the definition whose inputs sit at ``at``."""
+    indices = [index_of(registry, name) for name in ("v_ints", "v_peer", "v_distinct", "v_last")]
+    plan = SourceTilesSql(registry, "ev", "ks", indices)
+    merge = plan.merge_plan()
+    ops = {"i": {"sum", "min", "max"}, "t": {"avg"}, "h": {"hll"}, "r": {"last"}}
+
+    assert [v["vi"] for v in merge["views"]] == indices
+    for view in merge["views"]:
+        defs = plan.definitions(view["vi"])
+        assert [d["at"] for d in view["defs"]] == [3 + d.first_input for d in defs]
+        views = registry.views_of_source("ev")
+        assert view["name"] == views[view["vi"]].name
+        assert view["insert"].startswith(f"INSERT INTO ks.{views[view['vi']].table} ")
+        for gran in view["grans"]:
+            row = [view["vi"], "u1", gran["g"], 0, 1] + [None] * (len(plan.tile_columns) - 5)
+            kinds, sids, *_ = plan.encoder_input(row)
+            assert (gran["kinds"], gran["sids"]) == (kinds, sids)
+            for kind, d in zip(gran["kinds"], gran["slots"], strict=True):
+                assert view["defs"][d]["op"] in ops[kind]
+            assert (gran["retention"] is None) == (gran["g"] == 0)
