@@ -9,8 +9,16 @@ from typing import Any
 
 import pytest
 
+from benchmarks.job.bench_job import _flink_logs
 from tests.integration.conftest import Stack
-from tests.integration.feature_job_support import Isolated, isolated_registry, produce, run_bounded
+from tests.integration.feature_job_support import (
+    Isolated,
+    expected_tiles,
+    isolated_registry,
+    produce,
+    run_bounded,
+    stored_tiles,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -85,3 +93,57 @@ def test_the_keyed_merger_stores_the_sql_merges_tiles_byte_for_byte(stack: Stack
     dense = [v for k, v in by_sql.items() if k[1] == b"heavy" and k[2] == "user_match_requests"]
     assert any(len(payload) > 4096 for payload, _ in dense)  # a dense sketch
     assert by_operator == by_sql
+
+
+def merger_totals() -> tuple[int, int, int]:
+    """(created, expired, emitted) tiles, from the tile merger's last closing line in the local
+    MiniCluster's log."""
+    lines = [
+        line
+        for path in _flink_logs()
+        for line in path.read_text(errors="replace").splitlines()
+        if "tile merger closing:" in line
+    ]
+    words = lines[-1].split("closing:")[1].split()
+    return int(words[0]), int(words[3]), int(words[5])
+
+
+def test_tiles_past_their_retention_leave_the_mergers_state(stack: Stack) -> None:
+    """Likes of ten days ago (tiles past every window's retention) are merged, then dropped by
+    the entity's expiry timer (already due: an old tile can come and go more than once), while
+    the likes of the last hour stay and are stored as the core says."""
+    iso = isolated_registry(f"mexp{uuid.uuid4().hex[:10]}", stack.kafka_bootstrap, stack.cassandra_port)
+    now = int(time.time() * 1000)
+    old = [
+        {
+            "event_id": f"old-{i}",
+            "event_time": now - 10 * 86_400_000 + i * 60_000,
+            "user_id": f"u{i}",
+            "target_id": "gone",
+            "super_like": False,
+        }
+        for i in range(90)
+    ]
+    fresh = [
+        {
+            "event_id": f"new-{i}",
+            "event_time": now - 3_000_000 + i * 1000,
+            "user_id": f"u{i % 40}",
+            "target_id": f"t{i % 25}",
+            "super_like": i % 7 == 0,
+        }
+        for i in range(3000)
+    ]
+    produce(iso.bootstrap, iso.source("like"), [*old, *fresh], key_field="user_id")
+
+    run_bounded(iso, "like")
+
+    old_tiles = expected_tiles(iso.registry, "user_likes_received", old)
+    new_tiles = expected_tiles(iso.registry, "user_likes_received", fresh)
+    n_old = sum(len(tiles) for tiles in old_tiles.values())
+    n_new = sum(len(tiles) for tiles in new_tiles.values())
+    created, expired, emitted = merger_totals()
+    assert expired >= n_old
+    assert created - expired == n_new  # held at the end: the fresh tiles only
+    assert emitted >= n_new
+    assert stored_tiles(iso, "user_likes_received", new_tiles.keys()) == new_tiles

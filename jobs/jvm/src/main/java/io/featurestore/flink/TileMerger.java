@@ -12,6 +12,7 @@ import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import org.apache.flink.api.common.state.ValueState;
+import org.apache.flink.metrics.Counter;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.java.functions.KeySelector;
 import org.apache.flink.runtime.state.VoidNamespace;
@@ -24,6 +25,8 @@ import org.apache.flink.streaming.api.operators.OneInputStreamOperator;
 import org.apache.flink.streaming.api.operators.Triggerable;
 import org.apache.flink.streaming.runtime.streamrecord.StreamRecord;
 import org.apache.flink.types.Row;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * Merges one source's one-event IRs into absolute tiles: the keyed operator that replaces the
@@ -54,6 +57,7 @@ public final class TileMerger extends AbstractStreamOperator<Row>
         Triggerable<String, VoidNamespace>,
         BoundedOneInput {
   private static final long serialVersionUID = 1L;
+  private static final Logger LOG = LoggerFactory.getLogger(TileMerger.class);
   static final long EXPIRY_ROUND_MS = 60_000;
   static final int MAX_DIRTY_ENTITIES = 20_000;
 
@@ -65,6 +69,9 @@ public final class TileMerger extends AbstractStreamOperator<Row>
   // entity -> its tiles changed since the last emit (operator memory: emptied before each
   // checkpoint barrier, so never part of a snapshot)
   private transient LinkedHashMap<String, LinkedHashSet<TileSet.Key>> dirty;
+  private transient Counter created;
+  private transient Counter expired;
+  private transient Counter emitted;
 
   /**
    * @param planJson {@code SourceTilesSql.merge_plan()}
@@ -96,6 +103,9 @@ public final class TileMerger extends AbstractStreamOperator<Row>
     tiles = getPartitionedState(new ValueStateDescriptor<>("tiles", new TileSetSerializer()));
     expiry = getInternalTimerService("tile-expiry", VoidNamespaceSerializer.INSTANCE, this);
     dirty = new LinkedHashMap<>();
+    created = getMetricGroup().counter("tiles_created");
+    expired = getMetricGroup().counter("tiles_expired");
+    emitted = getMetricGroup().counter("tiles_emitted");
     long now = getProcessingTimeService().getCurrentProcessingTime();
     getProcessingTimeService().registerTimer(now + flushMs, this::tick);
   }
@@ -128,6 +138,7 @@ public final class TileMerger extends AbstractStreamOperator<Row>
       if (tile == null) {
         tile = new TileSet.Tile(view.defs.length);
         set.tiles.put(key, tile);
+        created.inc();
         if (gran.retentionMs != null) {
           long expires = start + gran.retentionMs;
           if (expires > set.expiresMs) {
@@ -194,6 +205,7 @@ public final class TileMerger extends AbstractStreamOperator<Row>
         TileSet.Tile tile = set.tiles.get(key);
         if (tile != null) {
           output.collect(new StreamRecord<>(plan.views.get(key.vi()).row(entityKey, key, tile)));
+          emitted.inc();
         }
       }
     }
@@ -209,7 +221,8 @@ public final class TileMerger extends AbstractStreamOperator<Row>
     if (set == null) {
       return;
     }
-    long horizon = Math.max(expiry.currentWatermark(), timer.getTimestamp());
+    long now = getProcessingTimeService().getCurrentProcessingTime();
+    long horizon = Math.max(expiry.currentWatermark(), now);
     long latest = Long.MIN_VALUE;
     var it = set.tiles.entrySet().iterator();
     while (it.hasNext()) {
@@ -222,6 +235,7 @@ public final class TileMerger extends AbstractStreamOperator<Row>
       long expires = key.start() + retention;
       if (expires < horizon) {
         it.remove();
+        expired.inc();
       } else {
         latest = Math.max(latest, expires);
       }
@@ -233,10 +247,22 @@ public final class TileMerger extends AbstractStreamOperator<Row>
       return;
     }
     if (latest != Long.MIN_VALUE) {
-      set.timerMs = Math.max(roundUp(latest + 1), timer.getTimestamp() + EXPIRY_ROUND_MS);
+      set.timerMs = Math.max(roundUp(latest + 1), now + EXPIRY_ROUND_MS);
       expiry.registerProcessingTimeTimer(VoidNamespace.INSTANCE, set.timerMs);
     }
     tiles.update(set);
+  }
+
+  @Override
+  public void close() throws Exception {
+    if (created != null) {
+      LOG.info(
+          "tile merger closing: {} tiles created, {} expired, {} emitted",
+          created.getCount(),
+          expired.getCount(),
+          emitted.getCount());
+    }
+    super.close();
   }
 
   @Override
