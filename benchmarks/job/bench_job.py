@@ -188,6 +188,8 @@ def _job_args(args: argparse.Namespace) -> list[str]:
         *route,
         "--flush-interval-ms",
         str(args.flush_interval_ms),
+        "--tile-merge",
+        args.tile_merge,
         "--write-batching",
         args.write_batching,
         "--write-batch-bytes",
@@ -243,6 +245,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "sources": args.source or "all",
         "sql_tiles": args.sql_tiles,
         "jvm_route": args.jvm_route,
+        "tile_merge": args.tile_merge,
         "write_batching": args.write_batching,
         "write_batch_bytes": args.write_batch_bytes,
         "flush_interval_ms": args.flush_interval_ms,
@@ -459,6 +462,12 @@ def main() -> None:
             dest="jvm_route",
             action="store_false",
             help="route every record in Python (the job's --no-jvm-route)",
+        )
+        p.add_argument(
+            "--tile-merge",
+            choices=("operator", "sql"),
+            default="operator",
+            help="the job's --tile-merge (the keyed merger or Flink SQL)",
         )
         p.add_argument(
             "--write-batching",
