@@ -583,6 +583,8 @@ def _merged_tiles(config: JobConfig, plan: SourceTilesSql, source_name: str, row
         tile_type.get_java_type_info(),
         merger(plan_json, config.flush_interval_ms),
     )
+    # a stable id for its state (the tiles) across changes elsewhere in the job's graph
+    j_tiles.uid(f"merge-tiles-{source_name}")
     return DataStream(j_tiles)
 
 
