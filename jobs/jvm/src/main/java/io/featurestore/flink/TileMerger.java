@@ -2,7 +2,6 @@ package io.featurestore.flink;
 
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
-import java.io.IOException;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
@@ -68,7 +67,7 @@ public final class TileMerger extends AbstractStreamOperator<Row>
   private transient InternalTimerService<VoidNamespace> expiry;
   // entity -> its tiles changed since the last emit (operator memory: emptied before each
   // checkpoint barrier, so never part of a snapshot)
-  private transient LinkedHashMap<String, LinkedHashSet<TileSet.Key>> dirty;
+  private transient LinkedHashMap<String, Changed> dirty;
   private transient Counter created;
   private transient Counter expired;
   private transient Counter emitted;
@@ -120,7 +119,7 @@ public final class TileMerger extends AbstractStreamOperator<Row>
     if (set == null) {
       set = new TileSet();
     }
-    LinkedHashSet<TileSet.Key> changed = null;
+    Changed changed = null;
     for (Gran gran : view.grans) {
       boolean accepted = false;
       for (int d : gran.defs) {
@@ -151,9 +150,10 @@ public final class TileMerger extends AbstractStreamOperator<Row>
         view.defs[d].fold(tile, d, row, t);
       }
       if (changed == null) {
-        changed = dirty.computeIfAbsent(entity, e -> new LinkedHashSet<>());
+        changed = dirty.computeIfAbsent(entity, e -> new Changed());
+        changed.set = set;
       }
-      changed.add(key);
+      changed.keys.add(key);
     }
     if (changed == null) {
       return; // no definition accepted the row (the router emits none such)
@@ -188,31 +188,32 @@ public final class TileMerger extends AbstractStreamOperator<Row>
     emitDirty();
   }
 
+  /**
+   * The changed tiles of an entity and its tiles as last merged (the object put in state then:
+   * emitting reads it without a state look-up).
+   */
+  private static final class Changed {
+    TileSet set;
+    final LinkedHashSet<TileSet.Key> keys = new LinkedHashSet<>();
+  }
+
   /** Emits every changed tile as the sink's row. */
-  private void emitDirty() throws IOException {
+  private void emitDirty() {
     if (dirty.isEmpty()) {
       return;
     }
-    Object previousKey = getCurrentKey();
-    for (Map.Entry<String, LinkedHashSet<TileSet.Key>> entry : dirty.entrySet()) {
-      setCurrentKey(entry.getKey());
-      TileSet set = tiles.value();
-      if (set == null) {
-        continue;
-      }
+    for (Map.Entry<String, Changed> entry : dirty.entrySet()) {
       byte[] entityKey = entry.getKey().getBytes(StandardCharsets.UTF_8);
-      for (TileSet.Key key : entry.getValue()) {
-        TileSet.Tile tile = set.tiles.get(key);
-        if (tile != null) {
+      Changed changed = entry.getValue();
+      for (TileSet.Key key : changed.keys) {
+        TileSet.Tile tile = changed.set.tiles.get(key);
+        if (tile != null) { // else expired since
           output.collect(new StreamRecord<>(plan.views.get(key.vi()).row(entityKey, key, tile)));
           emitted.inc();
         }
       }
     }
     dirty.clear();
-    if (previousKey != null) {
-      setCurrentKey(previousKey);
-    }
   }
 
   @Override
