@@ -190,6 +190,8 @@ def _job_args(args: argparse.Namespace) -> list[str]:
         str(args.flush_interval_ms),
         "--tile-merge",
         args.tile_merge,
+        "--state-backend",
+        args.state_backend,
         "--write-batching",
         args.write_batching,
         "--write-batch-bytes",
@@ -246,6 +248,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "sql_tiles": args.sql_tiles,
         "jvm_route": args.jvm_route,
         "tile_merge": args.tile_merge,
+        "state_backend": args.state_backend,
         "write_batching": args.write_batching,
         "write_batch_bytes": args.write_batch_bytes,
         "flush_interval_ms": args.flush_interval_ms,
@@ -463,6 +466,7 @@ def main() -> None:
             action="store_false",
             help="route every record in Python (the job's --no-jvm-route)",
         )
+        p.add_argument("--state-backend", choices=("hashmap", "rocksdb"), default="hashmap")
         p.add_argument(
             "--tile-merge",
             choices=("operator", "sql"),

@@ -22,6 +22,13 @@ err = Console(stderr=True)
 out = Console()
 
 
+class StateBackendOption(StrEnum):
+    """`--state-backend`: where the job's keyed state lives."""
+
+    HASHMAP = "hashmap"
+    ROCKSDB = "rocksdb"
+
+
 class TileMergeOption(StrEnum):
     """`--tile-merge`: what merges the SQL-eligible views' one-event IRs into tiles."""
 
@@ -95,6 +102,13 @@ def run(
             help="Route a source's records in the JVM when all its views merge in SQL (off: in Python)."
         ),
     ] = True,
+    state_backend: Annotated[
+        StateBackendOption,
+        typer.Option(
+            help="Where keyed state lives: the JVM heap (hashmap) or local disk (rocksdb, for "
+            "state larger than memory; incremental checkpoints)."
+        ),
+    ] = StateBackendOption.HASHMAP,
     tile_merge: Annotated[
         TileMergeOption,
         typer.Option(
@@ -161,6 +175,7 @@ def run(
             checkpoint_interval_ms=checkpoint_interval_ms or None,
             checkpoint_dir=ckpt,
             restore_from=restore_from,
+            state_backend="rocksdb" if state_backend is StateBackendOption.ROCKSDB else "hashmap",
         ),
     )
     out.print(f"running the feature job for {', '.join(names)} with registry version {registry.version}")

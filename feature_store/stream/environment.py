@@ -12,10 +12,13 @@ import site
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:
     from pyflink.datastream import StreamExecutionEnvironment
+
+
+StateBackend = Literal["hashmap", "rocksdb"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +31,10 @@ class FlinkSettings:
     checkpoint_dir: str | None = None
     restore_from: str | None = None
     jars: tuple[str, ...] = ()
+    # where keyed state lives: "hashmap" (objects on the JVM heap: fastest while the tiles fit
+    # in memory) or "rocksdb" (on local disk, serialized on every access, incremental
+    # checkpoints: for state larger than the heap)
+    state_backend: StateBackend = "hashmap"
 
 
 def connector_jars() -> tuple[str, ...]:
@@ -74,9 +81,11 @@ def create_environment(settings: FlinkSettings) -> StreamExecutionEnvironment:
         conf.set_string("execution.checkpointing.interval", f"{settings.checkpoint_interval_ms}ms")
         conf.set_string("execution.checkpointing.mode", "EXACTLY_ONCE")
         conf.set_string("execution.checkpointing.externalized-checkpoint-retention", "RETAIN_ON_CANCELLATION")
-        conf.set_string("state.backend.type", "hashmap")
         if settings.checkpoint_dir:
             conf.set_string("execution.checkpointing.dir", settings.checkpoint_dir)
+    conf.set_string("state.backend.type", settings.state_backend)
+    if settings.state_backend == "rocksdb":
+        conf.set_string("execution.checkpointing.incremental", "true")
     if settings.restore_from:
         conf.set_string("execution.state-recovery.path", settings.restore_from)
     env = StreamExecutionEnvironment.get_execution_environment(conf)
