@@ -172,8 +172,10 @@ public final class TileMerger extends AbstractStreamOperator<Row>
     return Math.floorDiv(ms + EXPIRY_ROUND_MS - 1, EXPIRY_ROUND_MS) * EXPIRY_ROUND_MS;
   }
 
-  private void tick(long now) throws Exception {
+  private void tick(long scheduled) {
     emitDirty();
+    // from the clock, not the scheduled time: a late tick must not fire again at once
+    long now = getProcessingTimeService().getCurrentProcessingTime();
     getProcessingTimeService().registerTimer(now + flushMs, this::tick);
   }
 
