@@ -125,7 +125,7 @@ def run(
     ] = WriteBatchingOption.REPLICA_SET,
     write_batch_bytes: Annotated[
         int,
-        typer.Option(min=1, help="A write batch's payload bytes at most (below the store's warning)."),
+        typer.Option(min=1, help="A write batch's size at most, as the store counts it (below its warning)."),
     ] = 16_384,
     schema_registry: SchemaRegistryUrl = None,
 ) -> None:

@@ -66,16 +66,16 @@ _END_OF_INPUT = (1 << 63) - 1
 # Cassandra's batch_size_warn_threshold; ScyllaDB has the same knob); bigger tiles go alone
 _BATCH_BYTES = 4096
 _STALLED_S = 30.0
-# the tile sink's row (jobs/jvm CqlTileSink)
-TILE_ROW_COLUMNS: Final = (
-    "insert_cql",
-    "entity_key",
-    "feature_view",
-    "granularity_ms",
-    "tile_start_ms",
-    "payload",
-    "expires_ms",
-    "timestamp_us",
+# the tile sink's row (jobs/jvm CqlTileSink): column names and SQL types
+TILE_ROW: Final = (
+    ("insert_cql", "STRING"),
+    ("entity_key", "BYTES"),
+    ("feature_view", "STRING"),
+    ("granularity_ms", "BIGINT"),
+    ("tile_start_ms", "BIGINT"),
+    ("payload", "BYTES"),
+    ("expires_ms", "BIGINT"),
+    ("timestamp_us", "BIGINT"),
 )
 
 
@@ -101,8 +101,9 @@ class JobConfig:
     # "replica_set" every partition the same replicas own (one request for many entities),
     # "partition" one entity's tiles in one table
     write_batching: WriteBatching = "replica_set"
-    # a batch's payload bytes at most: below the store's batch_size_warn_threshold (Cassandra's
-    # default 5 KiB, the local stack's 64 KiB, ScyllaDB's 128 KiB)
+    # a batch's size at most, estimated as the store counts it: below the store's
+    # batch_size_warn_threshold (Cassandra's default 5 KiB, the local stack's 64 KiB, ScyllaDB's
+    # 128 KiB)
     write_batch_bytes: int = 16_384
     # merge the tiles of every view whose IRs the JVM merges exactly in Flink SQL (tile_sql)
     # instead of the Python keyed operator; False keeps every view on the Python path
@@ -486,10 +487,9 @@ def build(config: JobConfig) -> Any:
         if plan is None:  # no SQL path: the main output stays empty
             row_type = Types.ROW_NAMED(["vi"], [Types.INT()])
         else:
-            sql_types = {"BIGINT": Types.LONG(), "BYTES": Types.PRIMITIVE_ARRAY(Types.BYTE())}
             row_type = Types.ROW_NAMED(
                 list(plan.routed_columns),
-                [Types.INT(), Types.STRING(), Types.LONG(), *(sql_types[t] for t in plan.input_types)],
+                [Types.INT(), Types.STRING(), Types.LONG(), *map(_type_info, plan.input_types)],
             )
         if jvm_plan is None:
             routed = raw.process(RouteEvents(source_name), output_type=row_type).name(f"route-{source_name}")
@@ -541,17 +541,25 @@ def _tile_stream(config: JobConfig, t_env: Any, plan: SourceTilesSql, source_nam
     return t_env.to_changelog_stream(tiles, _sql_tile_row(), changelog_mode=ChangelogMode.upsert())
 
 
+def _type_info(sql_type: str) -> Any:
+    """The DataStream type of a routed or tile row's column of ``sql_type``."""
+    from pyflink.common import Types  # noqa: PLC0415
+
+    if sql_type == "BYTES":
+        return Types.PRIMITIVE_ARRAY(Types.BYTE())
+    return {"STRING": Types.STRING, "BIGINT": Types.LONG, "INT": Types.INT}[sql_type]()
+
+
 def _sql_tile_row() -> Any:
     """The SQL merge's output schema: the sink's row, one type for every source (the queries'
     CHAR(n) lengths and nullability differ per source, which would keep their streams from one
     union)."""
     from pyflink.table import DataTypes, Schema  # noqa: PLC0415
 
-    types = [DataTypes.STRING(), DataTypes.BYTES(), DataTypes.STRING(), DataTypes.BIGINT()]
-    types += [DataTypes.BIGINT(), DataTypes.BYTES(), DataTypes.BIGINT(), DataTypes.BIGINT()]
+    types = {"STRING": DataTypes.STRING(), "BYTES": DataTypes.BYTES(), "BIGINT": DataTypes.BIGINT()}
     builder = Schema.new_builder()
-    for name, data_type in zip(TILE_ROW_COLUMNS, types, strict=True):
-        builder = builder.column(name, data_type)
+    for name, sql_type in TILE_ROW:
+        builder = builder.column(name, types[sql_type])
     return builder.build()
 
 
@@ -563,19 +571,7 @@ def _merged_tiles(config: JobConfig, plan: SourceTilesSql, source_name: str, row
 
     jvm = get_gateway().jvm
     merger = jvm.io.featurestore.flink.TileMerger
-    tile_type = Types.ROW_NAMED(
-        list(TILE_ROW_COLUMNS),
-        [
-            Types.STRING(),
-            Types.PRIMITIVE_ARRAY(Types.BYTE()),
-            Types.STRING(),
-            Types.LONG(),
-            Types.LONG(),
-            Types.PRIMITIVE_ARRAY(Types.BYTE()),
-            Types.LONG(),
-            Types.LONG(),
-        ],
-    )
+    tile_type = Types.ROW_NAMED([name for name, _ in TILE_ROW], [_type_info(t) for _, t in TILE_ROW])
     plan_json = json.dumps(plan.merge_plan(), separators=(",", ":"))
     keyed = rows._j_data_stream.keyBy(merger.entityKey(), Types.STRING().get_java_type_info())  # noqa: SLF001
     j_tiles = keyed.transform(

@@ -59,8 +59,8 @@ import org.slf4j.LoggerFactory;
  * write_errors}, {@code write_ms} (a histogram of request latency).
  *
  * <p>Grouping ({@link Grouping}): {@code REPLICA_SET} (the default) puts the waiting tiles of
- * every partition owned by the same replicas into one batch of at most {@code batchBytes} payload
- * bytes, sent to one of those replicas (the driver routes a batch by its first statement), which
+ * every partition owned by the same replicas into one batch of at most {@code batchBytes} (as the
+ * store counts a batch's size, estimated high by {@link TileWriter#rowBytes}), sent to one of those replicas (the driver routes a batch by its first statement), which
  * applies every mutation locally: one request for many entities instead of one per entity, the
  * grouping the Spark Cassandra Connector offers as {@code batch.grouping.key=replica_set}. {@code
  * PARTITION} sends the tiles of one entity in one table as one single-partition batch. Either way
@@ -112,8 +112,8 @@ public final class CqlTileSink implements Sink<Row> {
 
   /**
    * @param grouping {@link Grouping}'s name
-   * @param batchBytes a batch's payload bytes at most (a bigger tile goes alone); keep it below
-   *     the store's {@code batch_size_warn_threshold}
+   * @param batchBytes a batch's size at most, estimated as the store counts it (a bigger tile
+   *     goes alone); keep it below the store's {@code batch_size_warn_threshold}
    */
   public CqlTileSink(
       String[] hosts,
@@ -143,7 +143,8 @@ public final class CqlTileSink implements Sink<Row> {
             .withString(DefaultDriverOption.PROTOCOL_VERSION, DefaultProtocolVersion.V4.name())
             .withDuration(DefaultDriverOption.REQUEST_TIMEOUT, Duration.ofMillis(requestTimeoutMs))
             .withInt(DefaultDriverOption.CONNECTION_MAX_REQUESTS, Math.max(1024, concurrency))
-            // the store warns of batches spanning partitions: replica-set batches do on purpose
+            // the store warns of batches spanning partitions, which replica-set batches do on
+            // purpose: not logged again here per request (the store's log keeps its warnings)
             .withBoolean(DefaultDriverOption.REQUEST_LOG_WARNINGS, grouping == Grouping.PARTITION);
     if (localDc == null || localDc.isEmpty()) {
       config.withString(
