@@ -36,9 +36,15 @@ def latest_checkpoint(root: Path) -> Path | None:
 
 
 def start_job(
-    iso: Isolated, checkpoints: Path, log: Path, restore: Path | None = None, source: str = "like"
+    iso: Isolated,
+    checkpoints: Path,
+    log: Path,
+    restore: Path | None = None,
+    source: str = "like",
+    state_backend: str = "hashmap",
 ) -> subprocess.Popen[bytes]:
     extra = ["--source", source, "--checkpoint-interval-ms", "1000", "--checkpoint-dir", str(checkpoints)]
+    extra += ["--state-backend", state_backend]
     if restore is not None:
         extra += ["--restore-from", restore.resolve().as_uri()]
     # each run's Flink log in its own folder, quoted when the test fails
@@ -114,10 +120,16 @@ def video_call_scenario(now: int) -> tuple[str, list[dict[str, Any]], list[dict[
     return "video_call_end", records[:3000], records[3000:]
 
 
-@pytest.mark.parametrize("scenario", [like_scenario, video_call_scenario], ids=["like", "video_call_end"])
+@pytest.mark.parametrize(
+    ("scenario", "state_backend"),
+    [(like_scenario, "hashmap"), (video_call_scenario, "hashmap"), (video_call_scenario, "rocksdb")],
+    ids=["like", "video_call_end", "video_call_end-rocksdb"],
+)
 def test_restart_from_checkpoint_after_kill_9_stores_exactly_the_ground_truth(
-    stack: Stack, tmp_path: Path, scenario: Any
+    stack: Stack, tmp_path: Path, scenario: Any, state_backend: str
 ) -> None:
+    """Killed mid-stream and restarted from the last checkpoint (on RocksDB: incremental), the
+    job stores exactly the ground truth."""
     iso = isolated_registry(f"rec{uuid.uuid4().hex[:10]}", stack.kafka_bootstrap, stack.cassandra_port)
     name, first, second = scenario(int(time.time() * 1000))
     source = iso.source(name)
@@ -130,7 +142,7 @@ def test_restart_from_checkpoint_after_kill_9_stores_exactly_the_ground_truth(
     def stored() -> dict[str, Any]:
         return {v: stored_tiles(iso, v, want[v].keys()) for v in views}
 
-    job = start_job(iso, checkpoints, log, source=name)
+    job = start_job(iso, checkpoints, log, source=name, state_backend=state_backend)
     try:
         wait_for(lambda: latest_checkpoint(checkpoints) is not None, 180, "a completed checkpoint")
         wait_for(
@@ -153,7 +165,7 @@ def test_restart_from_checkpoint_after_kill_9_stores_exactly_the_ground_truth(
     restore = latest_checkpoint(checkpoints)
     assert restore is not None
 
-    job = start_job(iso, checkpoints, log, restore=restore, source=name)
+    job = start_job(iso, checkpoints, log, restore=restore, source=name, state_backend=state_backend)
     try:
         try:
             wait_for(lambda: stored() == want, 180, "the stored tiles to equal the ground truth")
