@@ -188,6 +188,8 @@ def _job_args(args: argparse.Namespace) -> list[str]:
         *route,
         "--flush-interval-ms",
         str(args.flush_interval_ms),
+        "--catch-up-flush-ms",
+        str(args.catch_up_flush_ms),
         "--tile-merge",
         args.tile_merge,
         "--state-backend",
@@ -252,6 +254,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
         "write_batching": args.write_batching,
         "write_batch_bytes": args.write_batch_bytes,
         "flush_interval_ms": args.flush_interval_ms,
+        "catch_up_flush_ms": args.catch_up_flush_ms,
         "checkpoint_interval_ms": args.checkpoint_interval_ms,
         "wall_s": round(wall, 1),
         "events_per_s_wall": round(sent / wall),
@@ -466,6 +469,7 @@ def main() -> None:
             action="store_false",
             help="route every record in Python (the job's --no-jvm-route)",
         )
+        p.add_argument("--catch-up-flush-ms", type=int, default=1000, help="the job's --catch-up-flush-ms")
         p.add_argument("--state-backend", choices=("hashmap", "rocksdb"), default="hashmap")
         p.add_argument(
             "--tile-merge",

@@ -89,6 +89,13 @@ def run(
     ] = None,
     restore_from: Annotated[str | None, typer.Option(help="A retained checkpoint or savepoint.")] = None,
     flush_interval_ms: Annotated[int, typer.Option(help="How often dirty tiles are written.")] = 250,
+    catch_up_flush_ms: Annotated[
+        int,
+        typer.Option(
+            help="How often while catching up (newest event > 10 s behind the clock); "
+            "at most --flush-interval-ms disables it."
+        ),
+    ] = 1000,
     idle_timeout_ms: Annotated[
         int, typer.Option(help="Mark a Kafka partition idle after this long without data (0 = never).")
     ] = 0,
@@ -161,6 +168,7 @@ def run(
         cql=cql,
         group_id=group_id,
         flush_interval_ms=flush_interval_ms,
+        catch_up_flush_ms=catch_up_flush_ms,
         idleness_ms=idle_timeout_ms,
         bounded=bounded,
         sql_tiles=sql_tiles,

@@ -91,6 +91,10 @@ class JobConfig:
     cql: CqlConfig = field(default_factory=CqlConfig)
     group_id: str = "fstore-features"
     flush_interval_ms: int = 250
+    # while the tile merger is catching up (its newest event time > 10 s behind the wall clock:
+    # a backlog, a backfill), changed tiles wait up to this long instead (fewer writes, since
+    # freshness is lost to the lag anyway); at most flush_interval_ms disables it
+    catch_up_flush_ms: int = 1000
     cached_keys: int = 100_000  # decoded tiles kept in memory per operator (write-through)
     # 0 = no idleness: a partition without data holds the watermark back (so nothing is judged
     # late). Idleness is opt-in because under backpressure (catching up after a restore) Flink can
@@ -577,7 +581,7 @@ def _merged_tiles(config: JobConfig, plan: SourceTilesSql, source_name: str, row
     j_tiles = keyed.transform(
         f"merge-tiles-{source_name}",
         tile_type.get_java_type_info(),
-        merger(plan_json, config.flush_interval_ms),
+        merger(plan_json, config.flush_interval_ms, config.catch_up_flush_ms),
     )
     # a stable id for its state (the tiles) across changes elsewhere in the job's graph
     j_tiles.uid(f"merge-tiles-{source_name}")

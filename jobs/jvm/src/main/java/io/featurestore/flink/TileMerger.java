@@ -40,10 +40,17 @@ import org.slf4j.LoggerFactory;
  * the merge the SQL path used: exact integer sums (a long until it would overflow, then a
  * BigInteger: the core's ints are unbounded), min, max, avg's (sum, count), {@link HllSketch}'s
  * and {@link LastN}'s add; and the newest event time per definition. The changed tiles of an
- * entity wait (at most {@code flushMs}, and always before a checkpoint barrier and at the end
+ * entity wait (at most {@code flushMs}, or {@code catchUpFlushMs} while catching up, below; and
+ * always before a checkpoint barrier and at the end
  * of input) and go out as the sink's rows, encoded by {@link TileEncoder}: {@code (insert_cql,
  * entity_key, feature_view, granularity_ms, tile_start_ms, payload, expires_ms,
  * timestamp_us)}, the write timestamp {@code tile_start * 1000 + version} as before.
+ *
+ * <p>Catching up: while the newest event time merged since the last emit is more than {@link
+ * #CATCH_UP_LAG_MS} behind the wall clock (a backlog after an outage or a restore, a backfill),
+ * freshness is lost to the lag anyway, so changed tiles wait up to {@code catchUpFlushMs}: more
+ * versions of a tile merge before one write, and the job catches up sooner. Gauge {@code
+ * event_time_lag_ms}: the wall clock minus the newest event time merged, at the last tick.
  *
  * <p>Expiry: a windowed tile is dropped once its start plus its retention is before the later
  * of the watermark and the wall clock (the Python path's {@code expiry_horizon_ms}), by one
@@ -62,6 +69,11 @@ public final class TileMerger extends AbstractStreamOperator<Row>
 
   private final String planJson;
   private final long flushMs;
+  private final long catchUpFlushMs;
+  static final long CATCH_UP_LAG_MS = 10_000;
+  private transient long newestSinceEmit;
+  private transient long lastEmitMs;
+  private transient volatile long eventTimeLagMs;
   private transient Plan plan;
   private transient ValueState<TileSet> tiles;
   private transient InternalTimerService<VoidNamespace> expiry;
@@ -75,10 +87,12 @@ public final class TileMerger extends AbstractStreamOperator<Row>
   /**
    * @param planJson {@code SourceTilesSql.merge_plan()}
    * @param flushMs how long a changed tile waits at most before it is emitted
+   * @param catchUpFlushMs how long while catching up (at least {@code flushMs})
    */
-  public TileMerger(String planJson, long flushMs) {
+  public TileMerger(String planJson, long flushMs, long catchUpFlushMs) {
     this.planJson = planJson;
     this.flushMs = flushMs;
+    this.catchUpFlushMs = Math.max(flushMs, catchUpFlushMs);
   }
 
   /** The key the operator's input is keyed by: the entity. */
@@ -105,7 +119,10 @@ public final class TileMerger extends AbstractStreamOperator<Row>
     created = getMetricGroup().counter("tiles_created");
     expired = getMetricGroup().counter("tiles_expired");
     emitted = getMetricGroup().counter("tiles_emitted");
+    getMetricGroup().gauge("event_time_lag_ms", () -> eventTimeLagMs);
+    newestSinceEmit = Long.MIN_VALUE;
     long now = getProcessingTimeService().getCurrentProcessingTime();
+    lastEmitMs = now;
     getProcessingTimeService().registerTimer(now + flushMs, this::tick);
   }
 
@@ -115,6 +132,9 @@ public final class TileMerger extends AbstractStreamOperator<Row>
     String entity = (String) row.getField(1);
     View view = plan.views.get((Integer) row.getField(0));
     long t = (Long) row.getField(2);
+    if (t > newestSinceEmit) {
+      newestSinceEmit = t;
+    }
     TileSet set = tiles.value();
     if (set == null) {
       set = new TileSet();
@@ -173,9 +193,15 @@ public final class TileMerger extends AbstractStreamOperator<Row>
   }
 
   private void tick(long scheduled) {
-    emitDirty();
     // from the clock, not the scheduled time: a late tick must not fire again at once
     long now = getProcessingTimeService().getCurrentProcessingTime();
+    if (newestSinceEmit != Long.MIN_VALUE) {
+      eventTimeLagMs = now - newestSinceEmit;
+    }
+    boolean catchingUp = newestSinceEmit != Long.MIN_VALUE && eventTimeLagMs > CATCH_UP_LAG_MS;
+    if (!catchingUp || now - lastEmitMs >= catchUpFlushMs) {
+      emitDirty();
+    }
     getProcessingTimeService().registerTimer(now + flushMs, this::tick);
   }
 
@@ -201,6 +227,8 @@ public final class TileMerger extends AbstractStreamOperator<Row>
 
   /** Emits every changed tile as the sink's row. */
   private void emitDirty() {
+    lastEmitMs = getProcessingTimeService().getCurrentProcessingTime();
+    newestSinceEmit = Long.MIN_VALUE;
     if (dirty.isEmpty()) {
       return;
     }
