@@ -272,7 +272,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _flink_logs() -> list[Path]:
+def flink_logs() -> list[Path]:
     """The local MiniCluster's log files (PyFlink writes them into its package folder)."""
     import pyflink  # noqa: PLC0415
 
@@ -280,13 +280,13 @@ def _flink_logs() -> list[Path]:
 
 
 def _flink_log_offsets() -> dict[Path, int]:
-    return {path: path.stat().st_size for path in _flink_logs()}
+    return {path: path.stat().st_size for path in flink_logs()}
 
 
 def sink_totals(offsets: dict[Path, int], events: int, logs: list[Path] | None = None) -> dict[str, Any]:
     """Tiles and write requests per event, from the lines the tile sink logged since ``offsets``."""
     tiles = requests = 0
-    for path in _flink_logs() if logs is None else logs:
+    for path in flink_logs() if logs is None else logs:
         with path.open("rb") as f:
             start = offsets.get(path, 0)
             f.seek(start if start <= path.stat().st_size else 0)  # a new job may start the log anew

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from benchmarks.job.bench_job import _flink_logs
+from benchmarks.job.bench_job import flink_logs
 from tests.integration.conftest import Stack
 from tests.integration.feature_job_support import (
     Isolated,
@@ -107,7 +107,7 @@ def merger_totals() -> tuple[int, int, int]:
     MiniCluster's log."""
     lines = [
         line
-        for path in _flink_logs()
+        for path in flink_logs()
         for line in path.read_text(errors="replace").splitlines()
         if "tile merger closing:" in line
     ]

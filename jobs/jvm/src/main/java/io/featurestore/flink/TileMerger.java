@@ -5,15 +5,14 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import java.math.BigDecimal;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
-import java.util.HashMap;
 import java.util.LinkedHashMap;
 import java.util.LinkedHashSet;
 import java.util.List;
 import java.util.Map;
 import org.apache.flink.api.common.state.ValueState;
-import org.apache.flink.metrics.Counter;
 import org.apache.flink.api.common.state.ValueStateDescriptor;
 import org.apache.flink.api.java.functions.KeySelector;
+import org.apache.flink.metrics.Counter;
 import org.apache.flink.runtime.state.VoidNamespace;
 import org.apache.flink.runtime.state.VoidNamespaceSerializer;
 import org.apache.flink.streaming.api.operators.AbstractStreamOperator;
@@ -66,11 +65,11 @@ public final class TileMerger extends AbstractStreamOperator<Row>
   private static final Logger LOG = LoggerFactory.getLogger(TileMerger.class);
   static final long EXPIRY_ROUND_MS = 60_000;
   static final int MAX_DIRTY_ENTITIES = 20_000;
+  static final long CATCH_UP_LAG_MS = 10_000;
 
   private final String planJson;
   private final long flushMs;
   private final long catchUpFlushMs;
-  static final long CATCH_UP_LAG_MS = 10_000;
   private transient long newestSinceEmit;
   private transient long lastEmitMs;
   private transient volatile long eventTimeLagMs;
@@ -130,7 +129,7 @@ public final class TileMerger extends AbstractStreamOperator<Row>
   public void processElement(StreamRecord<Row> element) throws Exception {
     Row row = element.getValue();
     String entity = (String) row.getField(1);
-    View view = plan.views.get((Integer) row.getField(0));
+    View view = plan.views[(Integer) row.getField(0)];
     long t = (Long) row.getField(2);
     if (t > newestSinceEmit) {
       newestSinceEmit = t;
@@ -238,7 +237,7 @@ public final class TileMerger extends AbstractStreamOperator<Row>
       for (TileSet.Key key : changed.keys) {
         TileSet.Tile tile = changed.set.tiles.get(key);
         if (tile != null) { // else expired since
-          output.collect(new StreamRecord<>(plan.views.get(key.vi()).row(entityKey, key, tile)));
+          output.collect(new StreamRecord<>(plan.views[key.vi()].row(entityKey, key, tile)));
           emitted.inc();
         }
       }
@@ -259,7 +258,7 @@ public final class TileMerger extends AbstractStreamOperator<Row>
     while (it.hasNext()) {
       Map.Entry<TileSet.Key, TileSet.Tile> entry = it.next();
       TileSet.Key key = entry.getKey();
-      Long retention = plan.views.get(key.vi()).retention(key.g());
+      Long retention = plan.views[key.vi()].gran(key.g()).retentionMs;
       if (retention == null) {
         continue; // lifetime: never expires
       }
@@ -304,12 +303,21 @@ public final class TileMerger extends AbstractStreamOperator<Row>
   // --- the plan ---------------------------------------------------------------------------------
 
   static final class Plan {
-    final Map<Integer, View> views = new HashMap<>();
+    // by the view's index among the source's views (the router's vi); null for views merged
+    // elsewhere
+    final View[] views;
 
     Plan(JsonNode json) {
+      List<View> parsed = new ArrayList<>();
+      int size = 0;
       for (JsonNode v : json.get("views")) {
         View view = new View(v);
-        views.put(view.index, view);
+        parsed.add(view);
+        size = Math.max(size, view.index + 1);
+      }
+      views = new View[size];
+      for (View view : parsed) {
+        views[view.index] = view;
       }
     }
   }
@@ -419,15 +427,6 @@ public final class TileMerger extends AbstractStreamOperator<Row>
       for (JsonNode g : json.get("grans")) {
         grans.add(new Gran(g));
       }
-    }
-
-    Long retention(long g) {
-      for (Gran gran : grans) {
-        if (gran.g == g) {
-          return gran.retentionMs;
-        }
-      }
-      throw new IllegalStateException("view " + name + " has no granularity " + g);
     }
 
     Gran gran(long g) {
