@@ -10,6 +10,7 @@ other's data. Results are printed and written as JSON under out/benchmarks/.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -52,6 +53,18 @@ def isolated(name: str) -> tuple[Registry, CqlConfig, Any]:
     )
     assert result.snapshot is not None
     return registry, cql, session
+
+
+def drop_isolated(name: str, session: Any, brokers: str = BOOTSTRAP) -> None:
+    """Drop what ``isolated(name)`` made: its keyspace and its topics. Runs left behind make
+    later runs slower (hundreds of idle tables still flush and compact in the same store)."""
+    from confluent_kafka.admin import AdminClient  # noqa: PLC0415
+
+    session.execute(f"DROP KEYSPACE IF EXISTS {name}", timeout=120)
+    admin = AdminClient({"bootstrap.servers": brokers})
+    topics = [t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{name}.")]
+    for done in admin.delete_topics(topics).values() if topics else ():
+        done.result()
 
 
 def producer() -> Producer:
@@ -207,7 +220,15 @@ def _source_args(args: argparse.Namespace) -> list[str]:
 
 def throughput(args: argparse.Namespace) -> dict[str, Any]:
     name = f"bj{uuid.uuid4().hex[:8]}"
-    registry, _, _ = isolated(name)
+    registry, _, session = isolated(name)
+    try:
+        return _throughput(args, name, registry)
+    finally:
+        if not args.keep:
+            drop_isolated(name, session)
+
+
+def _throughput(args: argparse.Namespace, name: str, registry: Registry) -> dict[str, Any]:
     now = int(time.time() * 1000)
     # events over the last ~hour of event time, so tiles stay live
     rate = args.events / 3000
@@ -302,11 +323,44 @@ def sink_totals(offsets: dict[Path, int], events: int, logs: list[Path] | None =
     }
 
 
+Paced = tuple[str, bytes | None, bytes, int]  # topic, key, value, event time (ms)
+
+
+def pregenerate(registry: Registry, rate: float, seconds: float, users: int) -> list[Paced]:
+    """``seconds`` of the generator's valid events at ``rate``, timed to start once they are all
+    generated (the time that takes is estimated from a first sample, generously)."""
+    config = GeneratorConfig(seed=2, rate=rate, users=users)
+    started = time.monotonic()
+    sample = generate(registry, config)
+    next(sample)  # the generator's own warm-up
+    warm_up_s, started = time.monotonic() - started, time.monotonic()
+    for _ in zip(range(20_000), sample, strict=False):
+        pass
+    per_event = (time.monotonic() - started) / 20_000
+    lead_s = warm_up_s + per_event * rate * seconds * 1.5 + 5
+    config = dataclasses.replace(config, start_ms=int((time.time() + lead_s) * 1000))
+    return [
+        (ev.topic, ev.key, ev.value, ev.event_time_ms)
+        for ev in generate(registry, config, duration_s=seconds)
+        if ev.kind is EventKind.VALID
+    ]
+
+
 def freshness(args: argparse.Namespace) -> dict[str, Any]:
     """Background load at --rate; probes: a like for a fresh target every 200 ms, timed until its
     tile is readable in the store (produced -> readable)."""
     name = f"bf{uuid.uuid4().hex[:8]}"
     registry, cql, session = isolated(name)
+    try:
+        return _freshness(args, name, registry, cql, session)
+    finally:
+        if not args.keep:
+            drop_isolated(name, session)
+
+
+def _freshness(
+    args: argparse.Namespace, name: str, registry: Registry, cql: CqlConfig, session: Any
+) -> dict[str, Any]:
     like = registry.source("like")
     select = session.prepare(
         f"SELECT tile_start_ms FROM {cql.keyspace}.fe_user"
@@ -325,22 +379,26 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
     produced = [0]
     load_window: list[float] = []
 
-    def load() -> None:
+    def load(events: list[Paced]) -> None:
         p = producer()
+        if events:
+            time.sleep(max(0.0, events[0][3] / 1000 - time.time()))
         load_window.append(time.monotonic())
-        gen = generate(registry, GeneratorConfig(seed=2, rate=args.rate, start_ms=int(time.time() * 1000)))
-        interval, next_at = 1.0 / args.rate, time.monotonic()
-        for ev in gen:
-            if stop.is_set():
-                break
-            if ev.kind is EventKind.VALID:
-                p.produce(ev.topic, value=ev.value, key=ev.key, timestamp=int(time.time() * 1000))
-                produced[0] += 1
-            next_at += interval
-            delay = next_at - time.monotonic()
-            if delay > 0.002:
-                time.sleep(delay)
-            p.poll(0)
+        for i, (topic, key, value, at_ms) in enumerate(events):
+            if i % 200 == 0:
+                if stop.is_set():
+                    break
+                ahead = at_ms / 1000 - time.time()
+                if ahead > 0.002:
+                    time.sleep(ahead)
+                p.poll(0)
+            while True:
+                try:
+                    p.produce(topic, value=value, key=key, timestamp=at_ms)
+                    break
+                except BufferError:
+                    p.poll(0.01)
+            produced[0] += 1
         p.flush(30)
 
     import fastavro  # noqa: PLC0415
@@ -379,8 +437,15 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
         while probe(f"warmup-{name}-{int(time.monotonic())}", 5) is None:
             if time.monotonic() - started > 240:
                 raise SystemExit("the job did not start consuming within 240 s")
-        loader = threading.Thread(target=load, daemon=True)
+        # the background load is generated now, while the job idles, so its cost stays out of
+        # the measured window; each event then leaves when the clock reaches its event time
+        generating = time.monotonic()
+        events = pregenerate(registry, args.rate, args.warmup_s + args.seconds + 40, args.users)
+        generated = (len(events), round(time.monotonic() - generating, 1))
+        loader = threading.Thread(target=load, args=(events,), daemon=True)
         loader.start()
+        while not load_window:  # until the first event is due
+            time.sleep(0.05)
         # the job's first seconds under load are its JIT warm-up (probes up to ~1.8 s there):
         # measure the steady state, the one-off warm-up is reported apart
         warm = time.monotonic() + args.warmup_s
@@ -423,7 +488,9 @@ def freshness(args: argparse.Namespace) -> dict[str, Any]:
             "probe_interval_ms": 200,
             "flush_interval_ms": args.flush_interval_ms,
             "warmup_s": args.warmup_s,
+            "users": args.users,
         },
+        "pregenerated_events_s": generated,
         "background_rate_achieved": round(sent / (load_window[1] - load_window[0]))
         if len(load_window) > 1
         else None,
@@ -455,8 +522,10 @@ def main() -> None:
     f = sub.add_parser("freshness")
     f.add_argument("--rate", type=float, default=5000)
     f.add_argument("--seconds", type=float, default=60)
+    f.add_argument("--users", type=int, default=10_000, help="the generator's user population")
     f.add_argument("--warmup-s", type=float, default=30, help="load before the measured probes (JIT warm-up)")
     for p in (t, f):
+        p.add_argument("--keep", action="store_true", help="keep the run's keyspace and topics")
         p.add_argument(
             "--no-sql-tiles",
             dest="sql_tiles",
