@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import platform
@@ -72,12 +73,19 @@ def producer() -> Producer:
 
 
 def produce_generated(
-    registry: Registry, n: int, start_ms: int, rate: float, seed: int = 1, sources: list[str] | None = None
+    registry: Registry,
+    n: int,
+    start_ms: int,
+    rate: float,
+    seed: int = 1,
+    sources: list[str] | None = None,
+    users: int = 10_000,
 ) -> int:
     """Produce the generator's valid events (only those of ``sources`` if given); returns how many."""
     p = producer()
     sent = 0
-    for ev in generate(registry, GeneratorConfig(seed=seed, rate=rate, start_ms=start_ms), max_events=n):
+    config = GeneratorConfig(seed=seed, rate=rate, start_ms=start_ms, users=users)
+    for ev in generate(registry, config, max_events=n):
         if ev.kind is not EventKind.VALID or (sources and ev.source not in sources):
             continue
         while True:
@@ -232,7 +240,9 @@ def _throughput(args: argparse.Namespace, name: str, registry: Registry) -> dict
     now = int(time.time() * 1000)
     # events over the last ~hour of event time, so tiles stay live
     rate = args.events / 3000
-    sent = produce_generated(registry, args.events, now - 3_000_000, rate=rate, sources=args.source)
+    sent = produce_generated(
+        registry, args.events, now - 3_000_000, rate=rate, sources=args.source, users=args.users
+    )
     started = time.monotonic()
     log_offsets = _flink_log_offsets()
     store = store_pid()
@@ -268,6 +278,7 @@ def _throughput(args: argparse.Namespace, name: str, registry: Registry) -> dict
         "setup": setup_text(),
         "events": sent,
         "sources": args.source or "all",
+        "users": args.users,
         "sql_tiles": args.sql_tiles,
         "jvm_route": args.jvm_route,
         "tile_merge": args.tile_merge,
@@ -337,13 +348,18 @@ def pregenerate(registry: Registry, rate: float, seconds: float, users: int) -> 
     for _ in zip(range(20_000), sample, strict=False):
         pass
     per_event = (time.monotonic() - started) / 20_000
-    lead_s = warm_up_s + per_event * rate * seconds * 1.5 + 5
+    # (building the list costs more per event than the sample: x2)
+    lead_s = warm_up_s + per_event * rate * seconds * 2 + 5
     config = dataclasses.replace(config, start_ms=int((time.time() + lead_s) * 1000))
-    return [
-        (ev.topic, ev.key, ev.value, ev.event_time_ms)
-        for ev in generate(registry, config, duration_s=seconds)
-        if ev.kind is EventKind.VALID
-    ]
+    gc.disable()  # millions of tuples: the cyclic collector would rescan them all, again and again
+    try:
+        return [
+            (ev.topic, ev.key, ev.value, ev.event_time_ms)
+            for ev in generate(registry, config, duration_s=seconds)
+            if ev.kind is EventKind.VALID
+        ]
+    finally:
+        gc.enable()
 
 
 def freshness(args: argparse.Namespace) -> dict[str, Any]:
@@ -378,11 +394,15 @@ def _freshness(
 
     produced = [0]
     load_window: list[float] = []
+    late_start_s: list[float] = []
 
     def load(events: list[Paced]) -> None:
         p = producer()
         if events:
-            time.sleep(max(0.0, events[0][3] / 1000 - time.time()))
+            ahead = events[0][3] / 1000 - time.time()
+            time.sleep(max(0.0, ahead))
+            # > 0: generating took longer than foreseen and the load starts with a burst
+            late_start_s.append(round(max(0.0, -ahead), 1))
         load_window.append(time.monotonic())
         for i, (topic, key, value, at_ms) in enumerate(events):
             if i % 200 == 0:
@@ -491,6 +511,7 @@ def _freshness(
             "users": args.users,
         },
         "pregenerated_events_s": generated,
+        "load_late_start_s": late_start_s[0] if late_start_s else None,
         "background_rate_achieved": round(sent / (load_window[1] - load_window[0]))
         if len(load_window) > 1
         else None,
@@ -522,10 +543,10 @@ def main() -> None:
     f = sub.add_parser("freshness")
     f.add_argument("--rate", type=float, default=5000)
     f.add_argument("--seconds", type=float, default=60)
-    f.add_argument("--users", type=int, default=10_000, help="the generator's user population")
     f.add_argument("--warmup-s", type=float, default=30, help="load before the measured probes (JIT warm-up)")
     for p in (t, f):
         p.add_argument("--keep", action="store_true", help="keep the run's keyspace and topics")
+        p.add_argument("--users", type=int, default=10_000, help="the generator's user population")
         p.add_argument(
             "--no-sql-tiles",
             dest="sql_tiles",
