@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
-from benchmarks.job.bench_job import consumer_lag
+from benchmarks.job.bench_job import consumer_lag, drop_isolated, isolated
 from tests.integration.conftest import Stack
 from tests.integration.feature_job_support import isolated_registry
 
@@ -35,6 +37,28 @@ def test_lag_counts_what_the_group_has_not_committed_per_source(stack: Stack, un
     assert lag["like"] == 2  # three produced, the first committed
     assert all(n == 0 for name, n in lag.items() if name != "like")
     assert set(lag) == {s.name for s in iso.registry.sources if iso.registry.views_of_source(s.name)}
+
+
+def test_a_benchmark_run_leaves_no_keyspace_or_topic_behind(stack: Stack, unique_name: str) -> None:
+    if (stack.kafka_bootstrap, stack.cassandra_port) != ("127.0.0.1:9092", 9042):
+        pytest.skip("the benchmarks use the default ports")
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+
+    def topics() -> set[str]:
+        return {t for t in admin.list_topics(timeout=10).topics if t.startswith(f"{unique_name}.")}
+
+    _, _, session = isolated(unique_name)
+    keyspaces = "SELECT keyspace_name FROM system_schema.keyspaces WHERE keyspace_name = %s"
+    assert session.execute(keyspaces, (unique_name,)).one() is not None
+    assert topics()
+
+    drop_isolated(unique_name, session, stack.kafka_bootstrap)
+
+    assert session.execute(keyspaces, (unique_name,)).one() is None
+    deadline = time.monotonic() + 30  # a deleted topic leaves the metadata shortly after
+    while topics() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not topics()
 
 
 @pytest.mark.slow
