@@ -385,7 +385,7 @@ def _freshness(
     OUT.mkdir(parents=True, exist_ok=True)
     job_log = (OUT / "last-freshness-job.log").open("w")
     job = subprocess.Popen(
-        job_cmd(name, "--checkpoint-interval-ms", "10000", *_job_args(args)),
+        job_cmd(name, "--checkpoint-interval-ms", str(args.checkpoint_interval_ms), *_job_args(args)),
         stdout=job_log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -491,6 +491,15 @@ def _freshness(
         lag_before = consumer_lag(registry, name)
         time.sleep(20)
         lag_after = consumer_lag(registry, name)
+        # then the load stops: the time until every event is committed shows the backlog the
+        # committed lag cannot tell from checkpoint timing (keeping up: about one interval)
+        stop.set()
+        stopped, drain_s = time.monotonic(), None
+        while time.monotonic() - stopped < 300:
+            if not any(consumer_lag(registry, name).values()):
+                drain_s = round(time.monotonic() - stopped, 1)
+                break
+            time.sleep(1)
     finally:
         stop.set()
         os.killpg(job.pid, signal.SIGKILL)
@@ -506,6 +515,7 @@ def _freshness(
         | {
             "background_rate": args.rate,
             "probe_interval_ms": 200,
+            "checkpoint_interval_ms": args.checkpoint_interval_ms,
             "flush_interval_ms": args.flush_interval_ms,
             "warmup_s": args.warmup_s,
             "users": args.users,
@@ -518,6 +528,7 @@ def _freshness(
         # the job's committed consumer lag per source, before and 20 s later, in events: a lag
         # that grows means the job does not keep up with that source at this rate
         "consumer_lag_events": {k: [lag_before[k], lag_after[k]] for k in lag_before},
+        "committed_all_s_after_load_stopped": drain_s,
         "probes": len(latencies),
         "probes_timed_out_30s": i - len(latencies),
         "load_avg_1m": round(os.getloadavg()[0], 2),
@@ -543,6 +554,7 @@ def main() -> None:
     f = sub.add_parser("freshness")
     f.add_argument("--rate", type=float, default=5000)
     f.add_argument("--seconds", type=float, default=60)
+    f.add_argument("--checkpoint-interval-ms", type=int, default=10_000)
     f.add_argument("--warmup-s", type=float, default=30, help="load before the measured probes (JIT warm-up)")
     for p in (t, f):
         p.add_argument("--keep", action="store_true", help="keep the run's keyspace and topics")
