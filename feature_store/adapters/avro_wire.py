@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -157,7 +158,7 @@ class WireDecoder:
                 f"schema id {sid} cannot be read as source {self._source!r}: {exc}",
             ) from exc
         except Exception as exc:  # fastavro raises many types on corrupt input
-            raise DecodeError(DeadLetterReason.UNDECODABLE, f"{type(exc).__name__}: {exc}") from exc
+            raise DecodeError(DeadLetterReason.UNDECODABLE, describe_error(exc)) from exc
         if buf.tell() != len(data):
             raise DecodeError(
                 DeadLetterReason.UNDECODABLE, f"{len(data) - buf.tell()} trailing bytes after record"
@@ -165,6 +166,19 @@ class WireDecoder:
         if not isinstance(record, dict):
             raise DecodeError(DeadLetterReason.UNDECODABLE, "the payload is not an Avro record")
         return record
+
+
+_OBJECT_REPR = re.compile(r"\s*(?:from\s+)?<[\w.]+ object at 0x[0-9a-fA-F]+>")
+
+
+def describe_error(exc: Exception) -> str:
+    """A decoder's error as a dead letter's message: its type and text, without the object reprs
+    some carry (``cannot read float from <_io.BytesIO object at 0x…>``): an address says nothing
+    to a reader and differs from one run to the next."""
+    text = _OBJECT_REPR.sub("", str(exc))
+    if isinstance(exc, EOFError):
+        text = f"{text}: the payload ends early" if text else "the payload ends early"
+    return f"{type(exc).__name__}: {text}"
 
 
 def dead_letter(

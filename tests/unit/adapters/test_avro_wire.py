@@ -11,6 +11,7 @@ from feature_store.adapters.avro_wire import (
     DecodeError,
     WireDecoder,
     dead_letter,
+    describe_error,
     encode,
     read_dead_letter,
     schema_id,
@@ -96,6 +97,29 @@ def test_truncated_or_padded_bodies_are_undecodable(cut: int) -> None:
         with pytest.raises(DecodeError) as info:
             WireDecoder(LIKE, ALL).decode(bad)
         assert info.value.reason is DeadLetterReason.UNDECODABLE
+
+
+def test_a_record_that_ends_early_says_so_and_no_object_address() -> None:
+    f64 = make_source("f64", [{"name": "x", "type": "double"}, {"name": "event_time", "type": "long"}])
+    schema = fastavro.parse_schema(json.loads(f64.schema_json))
+    good = encode(schema, schema_id(f64), {"x": 1.5, "event_time": 5})
+    messages = set()
+    for _ in range(3):  # new decoder objects each time: an address would differ
+        with pytest.raises(DecodeError) as info:
+            WireDecoder(f64, (f64,)).decode(good[:7])  # the double cut short
+        messages.add(info.value.message)
+    assert len(messages) == 1
+    (message,) = messages
+    assert "0x" not in message
+    assert "object at" not in message
+    assert message.startswith("EOFError: ")
+    assert message.endswith("the payload ends early")
+
+
+def test_an_error_text_keeps_what_it_says_without_object_reprs() -> None:
+    assert describe_error(ValueError("bad <foo.Bar object at 0xdeadbeef> here")) == "ValueError: bad here"
+    assert describe_error(EOFError()) == "EOFError: the payload ends early"
+    assert describe_error(KeyError("x")) == "KeyError: 'x'"
 
 
 def test_dead_letter_keeps_original_bytes_and_origin() -> None:
