@@ -72,6 +72,16 @@ def producer() -> Producer:
     return Producer({"bootstrap.servers": BOOTSTRAP, "linger.ms": 20, "batch.num.messages": 10000})
 
 
+def send(p: Producer, topic: str, key: bytes | None, value: bytes, timestamp_ms: int) -> None:
+    """Produce one record, waiting for room while the producer's queue is full."""
+    while True:
+        try:
+            p.produce(topic, value=value, key=key, timestamp=timestamp_ms)
+            return
+        except BufferError:
+            p.poll(0.01)
+
+
 def produce_generated(
     registry: Registry,
     n: int,
@@ -88,12 +98,7 @@ def produce_generated(
     for ev in generate(registry, config, max_events=n):
         if ev.kind is not EventKind.VALID or (sources and ev.source not in sources):
             continue
-        while True:
-            try:
-                p.produce(ev.topic, value=ev.value, key=ev.key, timestamp=ev.event_time_ms)
-                break
-            except BufferError:
-                p.poll(0.05)
+        send(p, ev.topic, ev.key, ev.value, ev.event_time_ms)
         sent += 1
     p.flush(60)
     return sent
@@ -412,12 +417,7 @@ def _freshness(
                 if ahead > 0.002:
                     time.sleep(ahead)
                 p.poll(0)
-            while True:
-                try:
-                    p.produce(topic, value=value, key=key, timestamp=at_ms)
-                    break
-                except BufferError:
-                    p.poll(0.01)
+            send(p, topic, key, value, at_ms)
             produced[0] += 1
         p.flush(30)
 
